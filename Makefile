@@ -1,0 +1,42 @@
+# Two commands: `make lab` opens the notebooks, `make test` runs every test. Both bootstrap .venv first.
+# A Python 3.12 interpreter: python3.12 on PATH, else pyenv's. Override with `make PYTHON=/path/to/python3.12`.
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+            "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test lint format bench notebooks clean
+
+# Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12).
+$(STAMP): pyproject.toml requirements.lock
+	@test -n "$(PYTHON)" || { echo "Python 3.12 not found: install it or pass PYTHON=/path/to/python3.12"; exit 1; }
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null || \
+		{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,lab]"
+	@touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check helpers tests benchmarks notebooks
+	$(BIN)/ruff format --check helpers tests benchmarks notebooks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix helpers tests benchmarks notebooks
+	$(BIN)/ruff format helpers tests benchmarks notebooks
+
+test: lint
+	$(BIN)/python -m pytest tests --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+# Re-execute every notebook from its jupytext twin (notebooks/*.py) and store the outputs.
+notebooks: $(STAMP)
+	$(BIN)/python tools/build_notebooks.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

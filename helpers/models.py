@@ -1,0 +1,226 @@
+"""Deep MLP and small CNN as Flax NNX modules, with switches for init scale, BatchNorm and residual connections.
+
+Initialisation, stated once: every kernel (hidden layers and head) is drawn from a zero-mean *normal*
+distribution with variance
+
+    Var(W) = init_scale**2 * gain / fan_in_or_avg,
+
+where ``init="he"`` means gain 2 over fan_in (Kaiming He et al. 2015), ``"lecun"`` gain 1 over fan_in
+(LeCun et al. 1998) and ``"xavier"`` gain 1 over (fan_in + fan_out) / 2 (Glorot & Bengio 2010); fan_in of a
+convolution is kernel_height * kernel_width * in_channels. So with the default ``init="he"`` the standard
+deviation is ``init_scale * sqrt(2 / fan_in)`` and ``init_scale = 1`` is the critical value for ReLU: the
+signal's second moment neither grows nor shrinks from layer to layer. Biases start at zero; BatchNorm starts
+at scale 1, shift 0.
+
+A hidden block is ``activation(batchnorm(linear(x)))`` (the original BatchNorm paper's order); with
+``residual=True`` every block whose input and output widths match computes ``x + block(x)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "linear": lambda x: x,
+}
+INITS: dict[str, tuple[float, str]] = {"he": (2.0, "fan_in"), "lecun": (1.0, "fan_in"), "xavier": (1.0, "fan_avg")}
+
+
+def kernel_init(init: str = "he", init_scale: float = 1.0) -> nnx.Initializer:
+    """Normal initializer with Var(W) = init_scale^2 * gain / fan (see the module docstring)."""
+    gain, mode = INITS[init]
+    return jax.nn.initializers.variance_scaling(init_scale**2 * gain, mode, "normal")
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_switches(activation: str, init: str, init_scale: float) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
+    if not (isinstance(init_scale, int | float) and math.isfinite(init_scale) and init_scale > 0):
+        raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
+
+
+class _Block(nnx.Module):
+    """activation(batchnorm(layer(x))), plus x when residual and shapes match."""
+
+    def __init__(self, layer: nnx.Module, features: int, activation: str, batchnorm: bool, residual: bool, rngs):
+        self.layer = layer
+        self.norm = nnx.BatchNorm(features, momentum=0.9, rngs=rngs) if batchnorm else None
+        self.activation = activation
+        self.residual = residual
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.layer(x)
+        if self.norm is not None:
+            h = self.norm(h)
+        h = ACTIVATIONS[self.activation](h)
+        return x + h if self.residual and h.shape == x.shape else h
+
+
+class _Net(nnx.Module):
+    """Shared parts: hidden blocks input -> output, then a linear head."""
+
+    blocks: nnx.List
+    head: nnx.Linear
+    #: Whether training runs many steps inside one compiled `lax.scan` (see helpers.train).
+    scan_steps: bool = True
+
+    def hidden(self, x: jax.Array) -> list[jax.Array]:
+        """Post-activation output of every hidden block, ordered input -> output."""
+        x = self._prepare(x)
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self._pool(self.hidden(x)[-1]))
+
+    def layer_names(self) -> list[str]:
+        """Names of the weight layers, ordered input -> output (hidden blocks, then the head)."""
+        return [f"{self.block_prefix}{i}" for i in range(len(self.blocks))] + ["head"]
+
+    def kernel_paths(self) -> list[tuple]:
+        """Parameter paths of the weight kernels, in the order of `layer_names`."""
+        return [("blocks", i, "layer", "kernel") for i in range(len(self.blocks))] + [("head", "kernel")]
+
+    def _prepare(self, x):
+        return x
+
+    def _pool(self, h):
+        return h
+
+
+class MLP(_Net):
+    """Deep MLP on flattened inputs: `depth` hidden blocks of `width` units, then a linear head."""
+
+    block_prefix = "dense"
+
+    def __init__(
+        self,
+        in_features: int,
+        depth: int,
+        width: int,
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        init: str = "he",
+        batchnorm: bool = False,
+        residual: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        for name, value in [("in_features", in_features), ("depth", depth), ("width", width)]:
+            _positive_int(name, value)
+        if _positive_int("num_classes", num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        _check_switches(activation, init, init_scale)
+        self.in_features = in_features
+        k_init = kernel_init(init, init_scale)
+        self.blocks = nnx.List(
+            [
+                _Block(
+                    nnx.Linear(in_features if i == 0 else width, width, kernel_init=k_init, rngs=rngs),
+                    width,
+                    activation,
+                    batchnorm,
+                    residual,
+                    rngs,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
+    def check_input(self, x_shape: Sequence[int]) -> None:
+        """Raise ValueError unless a batch of shape `x_shape` flattens to `in_features`."""
+        if math.prod(x_shape[1:]) != self.in_features:
+            raise ValueError(
+                f"data: each example has {math.prod(x_shape[1:])} values (shape {tuple(x_shape[1:])}) "
+                f"but the MLP expects in_features={self.in_features}"
+            )
+
+    def _prepare(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+class CNN(_Net):
+    """Small CNN: `depth` 3x3 'SAME' conv blocks of `width` channels, global average pool, linear head.
+
+    Inputs larger than 8x8 (e.g. 28x28 MNIST) are first average-pooled by an integer factor to at most
+    about 8x8, which keeps a CPU step in milliseconds; 8x8 digits are used as they are.
+    """
+
+    block_prefix = "conv"
+    # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax issue 12868):
+    # the CNN is stepped by per-step compiled calls instead (measured in benchmarks/).
+    scan_steps = False
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        depth: int,
+        width: int,
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        init: str = "he",
+        batchnorm: bool = False,
+        residual: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        in_shape = tuple(in_shape)
+        if len(in_shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in in_shape):
+            raise ValueError(f"in_shape must be (height, width, channels) of positive ints, got {in_shape!r}")
+        for name, value in [("depth", depth), ("width", width)]:
+            _positive_int(name, value)
+        if _positive_int("num_classes", num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        _check_switches(activation, init, init_scale)
+        self.in_shape = in_shape
+        self.pool = max(1, in_shape[0] // 8)
+        k_init = kernel_init(init, init_scale)
+        self.blocks = nnx.List(
+            [
+                _Block(
+                    nnx.Conv(in_shape[2] if i == 0 else width, width, (3, 3), kernel_init=k_init, rngs=rngs),
+                    width,
+                    activation,
+                    batchnorm,
+                    residual,
+                    rngs,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
+    def check_input(self, x_shape: Sequence[int]) -> None:
+        """Raise ValueError unless a batch of shape `x_shape` has images of shape `in_shape`."""
+        if tuple(x_shape[1:]) != self.in_shape:
+            raise ValueError(f"data: images have shape {tuple(x_shape[1:])} but the CNN expects {self.in_shape}")
+
+    def _prepare(self, x):
+        if self.pool > 1:
+            x = nnx.avg_pool(x, (self.pool, self.pool), strides=(self.pool, self.pool))
+        return x
+
+    def _pool(self, h):
+        return h.mean(axis=(1, 2))

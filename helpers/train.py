@@ -1,0 +1,422 @@
+"""Training: one config object, an Optax chain whose hyperparameters live in its state, a compiled step, the loop.
+
+The step is compiled once per model shape and optimizer structure and cached, so moving a slider (a new lr,
+clip_norm, l2, weight_decay or warmup_steps) reuses the compiled code: those values are arrays in the
+optimizer state (`optax.inject_hyperparams`), not constants in the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+CLIP_MODES = ("global_norm", "value", "adaptive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob a slider may turn. `str(config)` gives a short string that `TrainConfig.parse` reads back."""
+
+    optimizer: str = "sgd"  # "sgd" | "momentum" (heavy ball, 0.9) | "adam"
+    lr: float = 0.05  # peak learning rate
+    warmup_steps: int = 0  # linear warmup: lr * min(1, (step + 1) / warmup_steps)
+    clip_norm: float | None = None  # None = no clipping; else the threshold of `clip_mode`
+    clip_mode: str = "global_norm"  # "global_norm" (Pascanu 2013) | "value" | "adaptive" (Brock 2021)
+    l2: float = 0.0  # coupled L2: l2/2 * sum ||W||^2 added to the loss, so l2 * W added to the gradient
+    weight_decay: float = 0.0  # decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer
+    batch_size: int = 64
+    steps: int = 200
+    seed: int = 0  # initial batches order; the model's own seed is its nnx.Rngs
+    chunk_steps: int = 50  # steps per compiled call (MLP) and per `on_chunk` report
+    skip_nonfinite: bool = False  # skip non-finite gradient steps (optax.apply_if_finite) instead of stopping
+
+    def __post_init__(self):
+        def fail(name, allowed):
+            raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        def number(name, low, strict):
+            v = getattr(self, name)
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (v <= low if strict else v < low):
+                fail(name, f"a finite number {'>' if strict else '>='} {low}")
+
+        def integer(name, low):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                fail(name, f"an integer >= {low}")
+
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {OPTIMIZERS}")
+        if self.clip_mode not in CLIP_MODES:
+            fail("clip_mode", f"one of {CLIP_MODES}")
+        number("lr", 0, strict=True)
+        if self.clip_norm is not None:
+            number("clip_norm", 0, strict=True)
+        number("l2", 0, strict=False)
+        number("weight_decay", 0, strict=False)
+        integer("warmup_steps", 0)
+        integer("batch_size", 1)
+        integer("steps", 1)
+        integer("seed", 0)
+        integer("chunk_steps", 1)
+        if not isinstance(self.skip_nonfinite, bool):
+            fail("skip_nonfinite", "True or False")
+
+    def __str__(self) -> str:
+        always = ("optimizer", "lr", "steps")
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in always or value != f.default:
+                parts.append(f"{f.name}={value:g}" if isinstance(value, float) else f"{f.name}={value}")
+        return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> TrainConfig:
+        """Read back `str(config)`: space-separated key=value pairs; missing keys keep their defaults."""
+        kinds = {f.name: f.default for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for item in text.split():
+            key, sep, raw = item.partition("=")
+            if not sep or key not in kinds:
+                raise ValueError(f"config string: unknown item {item!r}; keys are {sorted(kinds)}")
+            if raw == "None":
+                values[key] = None
+            elif key in ("optimizer", "clip_mode"):
+                values[key] = raw
+            elif key == "skip_nonfinite":
+                values[key] = raw == "True"
+            elif isinstance(kinds[key], int) and not isinstance(kinds[key], bool):
+                values[key] = int(raw)
+            else:
+                values[key] = float(raw)
+        return cls(**values)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class History:
+    """Per-step record of a run (numpy arrays, one row per step; per-layer columns ordered input -> output).
+
+    Gradients are those of the training loss including the coupled L2 term, before clipping.
+    A run that diverged stops at `diverged_at`: its row holds the non-finite values, and the model keeps
+    the parameters from before that step.
+    """
+
+    config: TrainConfig
+    layer_names: list[str]
+    loss: np.ndarray  # (steps,)
+    grad_norm: np.ndarray  # (steps,) global L2 norm, before clipping
+    layer_grad_norms: np.ndarray  # (steps, layers) norm of each weight kernel's gradient
+    update_ratio: np.ndarray  # (steps, layers) ||update|| / ||kernel|| of each layer
+    clipped: np.ndarray  # (steps,) bool: clipping changed the gradient
+    skipped: np.ndarray  # (steps,) bool: non-finite gradient skipped (skip_nonfinite=True)
+    lr: np.ndarray  # (steps,) learning rate after warmup
+    diverged_at: int | None = None  # first step whose loss, gradient or new parameters are not finite
+    diverged_layer: str | None = None  # see `summary`
+    diverged_reason: str | None = None  # "loss" | "gradient" | "parameters"
+
+    @property
+    def steps(self) -> int:
+        return len(self.loss)
+
+    def summary(self) -> str:
+        """One line: how the run ended and, if it diverged, where."""
+        if self.diverged_at is None:
+            return f"{self.steps} steps, final loss {self.loss[-1]:.4g}, max gradient norm {np.nanmax(self.grad_norm):.3g}"
+        return (
+            f"diverged at step {self.diverged_at} ({self.diverged_reason} not finite); "
+            f"layer: {self.diverged_layer}; the model keeps the parameters from step {self.diverged_at - 1}"
+        )
+
+
+class _Spec(NamedTuple):
+    """The parts of a TrainConfig that change the compiled program (everything else is data)."""
+
+    optimizer: str
+    clip_mode: str | None
+    skip_nonfinite: bool
+    chunk_steps: int
+    scan: bool
+
+
+def _kernel_mask(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: _key(path[-2]) == "kernel", params)
+
+
+def _key(entry) -> Any:
+    return getattr(entry, "key", getattr(entry, "idx", getattr(entry, "name", None)))
+
+
+def _inject_state(opt_state) -> optax.InjectHyperparamsState:
+    """The InjectHyperparamsState, whether or not apply_if_finite wraps it."""
+    return opt_state.inner_state if isinstance(opt_state, optax.ApplyIfFiniteState) else opt_state
+
+
+def _hyperparams(opt_state) -> dict[str, jax.Array]:
+    return _inject_state(opt_state).hyperparams
+
+
+def warmup_factor(count, warmup_steps):
+    """min(1, (count + 1) / warmup_steps); 1 when warmup_steps is 0. Same as optax.linear_schedule (tested)."""
+    return jnp.minimum(1.0, (count + 1) / jnp.maximum(warmup_steps, 1.0))
+
+
+CLIPPERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    "global_norm": optax.clip_by_global_norm,
+    "value": optax.clip,
+    "adaptive": optax.adaptive_grad_clip,
+}
+
+
+def make_optimizer(config: TrainConfig, kernel_mask) -> optax.GradientTransformation:
+    """l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup, hyperparameters injected.
+
+    `kernel_mask` (a params-shaped tree of bools) limits l2 and weight decay to the weight kernels.
+    """
+
+    def chain(lr, warmup_steps, clip_norm, l2, weight_decay):
+        parts = [optax.add_decayed_weights(l2, kernel_mask)]
+        if config.clip_norm is not None:
+            parts.append(CLIPPERS[config.clip_mode](clip_norm))
+        parts.append({"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}[
+            config.optimizer
+        ]())
+        parts.append(optax.add_decayed_weights(weight_decay, kernel_mask))
+        parts.append(optax.scale_by_schedule(lambda count: -lr * warmup_factor(count, warmup_steps)))
+        return optax.chain(*parts)
+
+    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(
+        lr=float(config.lr),
+        warmup_steps=float(config.warmup_steps),
+        clip_norm=float(config.clip_norm or 0.0),
+        l2=float(config.l2),
+        weight_decay=float(config.weight_decay),
+    )
+    if config.skip_nonfinite:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
+    return tx
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _build_runner(graphdef, spec: _Spec, params_template):
+    """Compile-ready function: (state, x, y, batch indices, active flags) -> (state, per-step metrics)."""
+    mask = _kernel_mask(params_template)
+    leaves_with_path = jax.tree_util.tree_flatten_with_path(params_template)[0]
+    paths = [tuple(_key(k) for k in p if not isinstance(k, jax.tree_util.GetAttrKey)) for p, _ in leaves_with_path]
+    kernel_at = [paths.index(p) for p in _kernel_paths_of(graphdef)]
+    config = TrainConfig(optimizer=spec.optimizer, clip_norm=1.0 if spec.clip_mode else None,
+                         clip_mode=spec.clip_mode or "global_norm", skip_nonfinite=spec.skip_nonfinite)
+    tx = make_optimizer(config, mask)
+
+    def loss_fn(params, rest, x, y):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        logits = model(x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    def norms(tree):
+        leaves = jax.tree.leaves(tree)
+        return jnp.stack([jnp.linalg.norm(leaves[i].ravel()) for i in kernel_at])
+
+    def step(carry, batch, x_all, y_all):
+        params, rest, opt_state, stopped = carry
+        idx, active = batch
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x_all[idx], y_all[idx])
+        hp = _hyperparams(opt_state)
+        # The gradient of the regularized loss: what clipping sees, and what we report.
+        grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
+        grad_norm = optax.tree.norm(grads_l2)
+        updates, new_opt = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        grads_ok = jnp.isfinite(grad_norm)
+        if spec.clip_mode is None:
+            clipped = jnp.array(False)
+        elif spec.clip_mode == "global_norm":
+            clipped = grad_norm > hp["clip_norm"]
+        elif spec.clip_mode == "value":
+            clipped = optax.tree.max(jax.tree.map(jnp.abs, grads_l2)) > hp["clip_norm"]
+        else:
+            clipped_g = optax.adaptive_grad_clip(hp["clip_norm"]).update(grads_l2, optax.EmptyState(), params)[0]
+            clipped = optax.tree.norm(optax.tree.sub(clipped_g, grads_l2)) > 0
+        if spec.skip_nonfinite:
+            ok = _all_finite(new_params)  # apply_if_finite already kept the old params for bad gradients
+            reason = jnp.int32(2)
+        else:
+            ok = jnp.isfinite(loss) & grads_ok & _all_finite(new_params)
+            reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~grads_ok, 1, 2))
+        apply = active & ~stopped & ok
+        keep_rest = apply & jnp.isfinite(loss)
+        choose = lambda new, old, flag: jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)  # noqa: E731
+        carry = (
+            choose(new_params, params, apply),
+            choose(new_rest, rest, keep_rest),
+            choose(new_opt, opt_state, apply),
+            stopped | (active & ~ok),
+        )
+        count = _inject_state(opt_state).count
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "layer_grad_norms": norms(grads_l2),
+            "update_ratio": norms(updates) / norms(params),
+            "clipped": clipped,
+            "skipped": ~grads_ok,
+            "lr": hp["lr"] * warmup_factor(count, hp["warmup_steps"]),
+            "ok": ok,
+            "reason": reason,
+        }
+        return carry, metrics
+
+    if spec.scan:
+
+        def run(carry, x_all, y_all, idx, active):
+            return jax.lax.scan(lambda c, b: step(c, b, x_all, y_all), carry, (idx, active))
+    else:
+
+        def run(carry, x_all, y_all, idx, active):
+            carry, metrics = step(carry, (idx, active), x_all, y_all)
+            return carry, metrics
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+_KERNEL_PATHS: dict[Any, list[tuple]] = {}
+_RUNNERS: dict[tuple, Callable] = {}
+
+
+def _kernel_paths_of(graphdef) -> list[tuple]:
+    return _KERNEL_PATHS[graphdef]
+
+
+def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """(steps, batch_size) example indices: shuffled epochs without replacement, remainder dropped."""
+    per_epoch = n // batch_size
+    rng = np.random.default_rng(seed)
+    epochs = [rng.permutation(n)[: per_epoch * batch_size] for _ in range(-(-steps // per_epoch))]
+    return np.concatenate(epochs).reshape(-1, batch_size)[:steps].astype(np.int32)
+
+
+def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_chunk=None) -> History:
+    """Train `model` in place on `data.x_train, data.y_train`; never raises on divergence (see History).
+
+    `on_chunk(history_so_far)` is called after every `config.chunk_steps` steps.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    x, y = np.asarray(data.x_train, np.float32), np.asarray(data.y_train)
+    model.check_input(x.shape)
+    num_classes = model.head.out_features
+    if len(y) != len(x) or y.ndim != 1 or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"data: need one integer label in [0, {num_classes}) per example")
+    if config.batch_size > len(x):
+        raise ValueError(f"batch_size must be <= the number of training examples ({len(x)}), got {config.batch_size}")
+
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    _KERNEL_PATHS.setdefault(graphdef, model.kernel_paths())
+    chunk = config.chunk_steps
+    spec = _Spec(config.optimizer, config.clip_mode if config.clip_norm else None, config.skip_nonfinite,
+                 chunk, bool(model.scan_steps))
+    key = (graphdef, spec)
+    if key not in _RUNNERS:
+        _RUNNERS[key] = _build_runner(graphdef, spec, params)
+    runner = _RUNNERS[key]
+
+    n_chunks = -(-config.steps // chunk)
+    idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
+    active = (np.arange(n_chunks * chunk) < config.steps).reshape(n_chunks, chunk)
+    tx = make_optimizer(config, _kernel_mask(params))
+    carry = (params, rest, tx.init(params), jnp.array(False))
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    rows: list[dict] = []
+    history = None
+    try:
+        for c in range(n_chunks):
+            if spec.scan:
+                carry, metrics = runner(carry, x_dev, y_dev, idx[c], active[c])
+            else:
+                per_step = []
+                for s in range(chunk):
+                    carry, m = runner(carry, x_dev, y_dev, idx[c, s], active[c, s])
+                    per_step.append(m)
+                metrics = jax.tree.map(lambda *a: jnp.stack(a), *per_step)
+            metrics = jax.device_get(metrics)
+            n_valid = int(active[c].sum())
+            rows.append({k: v[:n_valid] for k, v in metrics.items()})
+            history = _history(config, model.layer_names(), rows)
+            if on_chunk is not None:
+                on_chunk(history)
+            if history.diverged_at is not None:
+                break
+    finally:
+        nnx.update(model, carry[0], carry[1])
+    return history
+
+
+def _history(config: TrainConfig, names: list[str], rows: list[dict]) -> History:
+    cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    bad = np.flatnonzero(~cat["ok"])
+    end = int(bad[0]) + 1 if len(bad) else len(cat["loss"])
+    cat = {k: v[:end] for k, v in cat.items()}
+    h = History(
+        config=config,
+        layer_names=list(names),
+        loss=cat["loss"],
+        grad_norm=cat["grad_norm"],
+        layer_grad_norms=cat["layer_grad_norms"],
+        update_ratio=cat["update_ratio"],
+        clipped=cat["clipped"].astype(bool),
+        skipped=cat["skipped"].astype(bool),
+        lr=cat["lr"],
+    )
+    if len(bad):
+        t = int(bad[0])
+        h.diverged_at = t
+        h.diverged_reason = ("loss", "gradient", "parameters")[int(cat["reason"][t])]
+        h.diverged_layer = _blame(h.layer_grad_norms, h.update_ratio, t, names)
+    return h
+
+
+def _blame(layer_grad_norms: np.ndarray, update_ratio: np.ndarray, t: int, names: list[str]) -> str:
+    """The input-most layer whose gradient is non-finite at step t; if all are (the loss itself
+    overflowed) or none are (the update overflowed a parameter), the layer with the largest
+    update/parameter ratio at step t, or at t - 1 when step t has none that is finite."""
+    bad = ~np.isfinite(layer_grad_norms[t])
+    if bad.any() and not bad.all():
+        return names[int(np.argmax(bad))]
+    for row in (update_ratio[t], update_ratio[t - 1] if t > 0 else None):
+        if row is not None and np.isfinite(row).any():
+            return names[int(np.nanargmax(np.where(np.isfinite(row), row, -np.inf)))]
+    return names[0]
+
+
+_EVALUATORS: dict[Any, Callable] = {}
+
+
+def evaluate(model: nnx.Module, x, y, batch_size: int = 1024) -> float:
+    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages)."""
+    x, y = np.asarray(x, np.float32), np.asarray(y)
+    model.check_input(x.shape)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    if graphdef not in _EVALUATORS:
+        _EVALUATORS[graphdef] = jax.jit(lambda s, xb: jnp.argmax(nnx.merge(graphdef, s)(xb), -1))
+    predict = _EVALUATORS[graphdef]
+    correct = sum(int((np.asarray(predict(state, x[i : i + batch_size])) == y[i : i + batch_size]).sum())
+                  for i in range(0, len(x), batch_size))
+    return correct / len(x)
