@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff format helpers tests benchmarks notebooks
 
 test: lint
-	$(BIN)/python -m pytest tests --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg $(ARGS)
+	$(BIN)/python -m pytest tests --nbval-current-env --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -209,7 +209,7 @@ def _read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], np.ndarray]:
     if len(raw) < header_bytes:
         raise ValueError(f"{path.name}: too short for an IDX header ({len(raw)} bytes)")
     (found,) = struct.unpack(">I", raw[:4])
-    if False:
+    if found != magic:
         raise ValueError(f"{path.name}: bad IDX magic number 0x{found:08x}, expected 0x{magic:08x}")
     dims = struct.unpack(f">{ndim}I", raw[4:header_bytes])
     expected = header_bytes + int(np.prod(dims, dtype=np.int64))

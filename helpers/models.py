@@ -18,6 +18,7 @@ A hidden block is ``activation(batchnorm(linear(x)))`` (the original BatchNorm p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -224,3 +225,63 @@ class CNN(_Net):
 
     def _pool(self, h):
         return h.mean(axis=(1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The model switches a slider may turn; `build` makes the network. Prints and parses like TrainConfig."""
+
+    kind: str = "mlp"  # "mlp" | "cnn"
+    depth: int = 8
+    width: int = 64
+    activation: str = "relu"
+    init: str = "he"
+    init_scale: float = 1.0
+    batchnorm: bool = False
+    residual: bool = False
+    seed: int = 0  # initial weights: nnx.Rngs(seed)
+
+    def __post_init__(self):
+        if self.kind not in ("mlp", "cnn"):
+            raise ValueError(f"kind must be 'mlp' or 'cnn', got {self.kind!r}")
+        for name in ("depth", "width"):
+            _positive_int(name, getattr(self, name))
+        _check_switches(self.activation, self.init, self.init_scale)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+    def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN:
+        """The network for inputs of shape `image_shape` (H, W, C), e.g. `data.image_shape`."""
+        switches = dict(
+            activation=self.activation,
+            init_scale=self.init_scale,
+            init=self.init,
+            batchnorm=self.batchnorm,
+            residual=self.residual,
+            rngs=nnx.Rngs(self.seed),
+        )
+        if self.kind == "mlp":
+            return MLP(math.prod(image_shape), self.depth, self.width, num_classes, **switches)
+        return CNN(tuple(image_shape), self.depth, self.width, num_classes, **switches)
+
+    def __str__(self) -> str:
+        return " ".join(
+            f"{f.name}={getattr(self, f.name):g}" if f.type == "float" else f"{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> ModelConfig:
+        """Read back `str(model_config)`: space-separated key=value pairs; missing keys keep their defaults."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        values: dict = {}
+        for item in text.split():
+            key, sep, raw = item.partition("=")
+            if not sep or key not in types:
+                raise ValueError(f"model string: unknown item {item!r}; keys are {sorted(types)}")
+            cast = {"int": int, "float": float, "bool": lambda r: r == "True", "str": str}[types[key]]
+            values[key] = cast(raw)
+        return cls(**values)
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)

@@ -330,16 +330,15 @@ def test_download_interrupted_mid_stream_leaves_no_partial_file(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
-def test_load_mnist_interrupted_download_gives_file_not_found(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [TimeoutError("stalled"), http.client.IncompleteRead(b"partial", 99)])
+def test_load_mnist_interrupted_download_gives_file_not_found(tmp_path, monkeypatch, error):
     payloads = idx_bytes(make_arrays())
     patch_source(monkeypatch, "mnist", payloads)
     monkeypatch.setattr(data, "_CHUNK_BYTES", 16)
     monkeypatch.setattr(
-        data,
-        "_urlopen",
-        lambda url, timeout=None: BreaksMidStream(payloads[url.rsplit("/", 1)[1]], TimeoutError("stalled")),
+        data, "_urlopen", lambda url, timeout=None: BreaksMidStream(payloads[url.rsplit("/", 1)[1]], error)
     )
-    with pytest.raises(FileNotFoundError, match="stalled"):
+    with pytest.raises(FileNotFoundError, match=type(error).__name__):
         data.load_mnist(root=tmp_path)
     assert list(tmp_path.iterdir()) == []
 

@@ -1,0 +1,77 @@
+"""Looking inside a network without training it: per-layer gradient norms, activation statistics, theory.
+
+Everything is ordered input -> output, like `model.layer_names()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+def _loss_and_hidden(model: nnx.Module, x, y):
+    hidden = model.hidden(x)
+    logits = model.head(model._pool(hidden[-1]))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), hidden
+
+
+def layer_grad_norms(model: nnx.Module, x, y) -> np.ndarray:
+    """||dL/dW_l|| for every weight kernel at the current parameters; nothing is updated.
+
+    BatchNorm uses batch statistics as in training, but its running averages are left untouched.
+    """
+    model.check_input(np.shape(x))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    paths = model.kernel_paths()
+
+    def loss(p):
+        return _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), jnp.asarray(x), jnp.asarray(y))[0]
+
+    grads = nnx.to_pure_dict(jax.grad(loss)(params))
+    return np.array([float(jnp.linalg.norm(_at(grads, path))) for path in paths])
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+@dataclasses.dataclass
+class ActivationStats:
+    """Per hidden block (input -> output): statistics over a batch of the block's output."""
+
+    layer_names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    dead_fraction: np.ndarray  # units that are exactly 0 for every example of the batch (dead ReLUs)
+
+
+def activation_stats(model: nnx.Module, x) -> ActivationStats:
+    """Mean, std and dead-unit fraction of every hidden block's output, in training mode, nothing updated."""
+    model.check_input(np.shape(x))
+    model.train()
+    graphdef, state = nnx.split(model)
+    hidden = nnx.merge(graphdef, state, copy=True).hidden(jnp.asarray(x))
+    units = [np.asarray(h).reshape(-1, h.shape[-1]) for h in hidden]
+    return ActivationStats(
+        layer_names=model.layer_names()[:-1],
+        mean=np.array([u.mean() for u in units]),
+        std=np.array([u.std() for u in units]),
+        dead_fraction=np.array([float(np.all(u == 0, axis=0).mean()) for u in units]),
+    )
+
+
+def relu_gain_per_layer(init_scale: float) -> float:
+    """Factor by which a ReLU net with Var(W) = init_scale^2 * 2 / fan_in multiplies a signal's RMS per layer.
+
+    Forward: E[h_l^2] = fan_in * Var(W) * E[relu(z)^2] = init_scale^2 * 2 * (1/2) * E[h_{l-1}^2];
+    backward the same argument with E[relu'(z)^2] = 1/2 gives the same factor, init_scale, for the RMS.
+    """
+    return float(init_scale)
