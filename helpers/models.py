@@ -32,7 +32,11 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": jax.nn.gelu,
     "linear": lambda x: x,
 }
-INITS: dict[str, tuple[float, str]] = {"he": (2.0, "fan_in"), "lecun": (1.0, "fan_in"), "xavier": (1.0, "fan_avg")}
+INITS: dict[str, tuple[float, str]] = {
+    "he": (2.0, "fan_in"),
+    "lecun": (1.0, "fan_in"),
+    "xavier": (1.0, "fan_avg"),
+}
 
 
 def kernel_init(init: str = "he", init_scale: float = 1.0) -> nnx.Initializer:

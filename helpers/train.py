@@ -134,7 +134,9 @@ class History:
     def summary(self) -> str:
         """One line: how the run ended and, if it diverged, where."""
         if self.diverged_at is None:
-            return f"{self.steps} steps, final loss {self.loss[-1]:.4g}, max gradient norm {np.nanmax(self.grad_norm):.3g}"
+            return (
+                f"{self.steps} steps, final loss {self.loss[-1]:.4g}, max gradient norm {np.nanmax(self.grad_norm):.3g}"
+            )
         return (
             f"diverged at step {self.diverged_at} ({self.diverged_reason} not finite); "
             f"layer: {self.diverged_layer}; the model keeps the parameters from step {self.diverged_at - 1}"
@@ -190,9 +192,11 @@ def make_optimizer(config: TrainConfig, kernel_mask) -> optax.GradientTransforma
         parts = [optax.add_decayed_weights(l2, kernel_mask)]
         if config.clip_norm is not None:
             parts.append(CLIPPERS[config.clip_mode](clip_norm))
-        parts.append({"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}[
-            config.optimizer
-        ]())
+        parts.append(
+            {"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}[
+                config.optimizer
+            ]()
+        )
         parts.append(optax.add_decayed_weights(weight_decay, kernel_mask))
         parts.append(optax.scale_by_schedule(lambda count: -lr * warmup_factor(count, warmup_steps)))
         return optax.chain(*parts)
@@ -219,8 +223,12 @@ def _build_runner(graphdef, spec: _Spec, params_template):
     leaves_with_path = jax.tree_util.tree_flatten_with_path(params_template)[0]
     paths = [tuple(_key(k) for k in p if not isinstance(k, jax.tree_util.GetAttrKey)) for p, _ in leaves_with_path]
     kernel_at = [paths.index(p) for p in _kernel_paths_of(graphdef)]
-    config = TrainConfig(optimizer=spec.optimizer, clip_norm=1.0 if spec.clip_mode else None,
-                         clip_mode=spec.clip_mode or "global_norm", skip_nonfinite=spec.skip_nonfinite)
+    config = TrainConfig(
+        optimizer=spec.optimizer,
+        clip_norm=1.0 if spec.clip_mode else None,
+        clip_mode=spec.clip_mode or "global_norm",
+        skip_nonfinite=spec.skip_nonfinite,
+    )
     tx = make_optimizer(config, mask)
 
     def loss_fn(params, rest, x, y):
@@ -330,8 +338,13 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     _KERNEL_PATHS.setdefault(graphdef, model.kernel_paths())
     chunk = config.chunk_steps
-    spec = _Spec(config.optimizer, config.clip_mode if config.clip_norm else None, config.skip_nonfinite,
-                 chunk, bool(model.scan_steps))
+    spec = _Spec(
+        config.optimizer,
+        config.clip_mode if config.clip_norm else None,
+        config.skip_nonfinite,
+        chunk,
+        bool(model.scan_steps),
+    )
     key = (graphdef, spec)
     if key not in _RUNNERS:
         _RUNNERS[key] = _build_runner(graphdef, spec, params)
@@ -417,6 +430,8 @@ def evaluate(model: nnx.Module, x, y, batch_size: int = 1024) -> float:
     if graphdef not in _EVALUATORS:
         _EVALUATORS[graphdef] = jax.jit(lambda s, xb: jnp.argmax(nnx.merge(graphdef, s)(xb), -1))
     predict = _EVALUATORS[graphdef]
-    correct = sum(int((np.asarray(predict(state, x[i : i + batch_size])) == y[i : i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
+    correct = sum(
+        int((np.asarray(predict(state, x[i : i + batch_size])) == y[i : i + batch_size]).sum())
+        for i in range(0, len(x), batch_size)
+    )
     return correct / len(x)

@@ -31,7 +31,11 @@ def _checked_outputs(cell) -> list[str]:
             texts.append(f"{out['name']}:{out['text']}")
         elif out["output_type"] in ("execute_result", "display_data"):
             data = out.get("data", {})
-            texts.extend(f"{k}:{v}" for k, v in sorted(data.items()) if not k.startswith(("image/", "application/vnd.jupyter.widget")))
+            texts.extend(
+                f"{k}:{v}"
+                for k, v in sorted(data.items())
+                if not k.startswith(("image/", "application/vnd.jupyter.widget"))
+            )
         elif out["output_type"] == "error":
             texts.append(f"error:{out['ename']}")
     text = "\n".join(texts)
@@ -42,7 +46,9 @@ def _checked_outputs(cell) -> list[str]:
 
 def _is_checked(cell) -> bool:
     tags = cell.get("metadata", {}).get("tags", [])
-    return cell.cell_type == "code" and not any(m in cell.source or m.lower().replace("_", "-") in tags for m in IGNORE_MARKERS)
+    return cell.cell_type == "code" and not any(
+        m in cell.source or m.lower().replace("_", "-") in tags for m in IGNORE_MARKERS
+    )
 
 
 def test_there_are_notebooks():
@@ -82,7 +88,9 @@ def test_colab_badge_and_install_cell_use_the_repository_url(path):
 def test_fresh_run_reproduces_checked_outputs(path):
     stored = nbformat.read(path, as_version=4)
     fresh = nbformat.read(path, as_version=4)
-    NotebookClient(fresh, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        fresh, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     for i, (old, new) in enumerate(zip(stored.cells, fresh.cells, strict=True)):
         if _is_checked(old):
             assert _checked_outputs(new) == _checked_outputs(old), f"{path.name} cell {i} changed:\n{old.source[:200]}"

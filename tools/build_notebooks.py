@@ -1,7 +1,7 @@
 """Build notebooks/NN_name.ipynb from its jupytext twin notebooks/NN_name.py, executed, outputs stored.
 
-    python tools/build_notebooks.py            # every notebook
-    python tools/build_notebooks.py 01 04      # those whose name starts with 01 or 04
+python tools/build_notebooks.py            # every notebook
+python tools/build_notebooks.py 01 04      # those whose name starts with 01 or 04
 """
 
 import sys
@@ -17,7 +17,11 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def build(source: Path) -> float:
     nb = jupytext.read(source)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
     nb.metadata.pop("jupytext", None)
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
