@@ -124,7 +124,7 @@ class History:
     skipped: np.ndarray  # (steps,) bool: non-finite gradient skipped (skip_nonfinite=True)
     lr: np.ndarray  # (steps,) learning rate after warmup
     diverged_at: int | None = None  # first step whose loss, gradient or new parameters are not finite
-    diverged_layer: str | None = None  # see `summary`
+    diverged_layer: str | None = None  # where the non-finite values began (see `_blame`)
     diverged_reason: str | None = None  # "loss" | "gradient" | "parameters"
 
     @property
@@ -139,7 +139,7 @@ class History:
             )
         return (
             f"diverged at step {self.diverged_at} ({self.diverged_reason} not finite); "
-            f"layer: {self.diverged_layer}; the model keeps the parameters from step {self.diverged_at - 1}"
+            f"began in: {self.diverged_layer}; the model keeps its parameters from before step {self.diverged_at}"
         )
 
 
@@ -233,9 +233,12 @@ def _build_runner(graphdef, spec: _Spec, params_template):
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        logits = model(x)
+        hidden = model.hidden(x)
+        logits = model.head(model._pool(hidden[-1]))
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, nnx.split(model, nnx.Param, ...)[2]
+        # Where the forward signal is still finite, per layer: tells where an overflow began.
+        forward_ok = jnp.stack([jnp.isfinite(h).all() for h in hidden] + [jnp.isfinite(logits).all()])
+        return loss, (nnx.split(model, nnx.Param, ...)[2], forward_ok)
 
     def norms(tree):
         leaves = jax.tree.leaves(tree)
@@ -244,7 +247,9 @@ def _build_runner(graphdef, spec: _Spec, params_template):
     def step(carry, batch, x_all, y_all):
         params, rest, opt_state, stopped = carry
         idx, active = batch
-        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x_all[idx], y_all[idx])
+        (loss, (new_rest, forward_ok)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, rest, x_all[idx], y_all[idx]
+        )
         hp = _hyperparams(opt_state)
         # The gradient of the regularized loss: what clipping sees, and what we report.
         grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
@@ -286,6 +291,7 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             "skipped": ~grads_ok,
             "lr": hp["lr"] * warmup_factor(count, hp["warmup_steps"]),
             "ok": ok,
+            "forward_ok": forward_ok,
             "reason": reason,
         }
         return carry, metrics
@@ -401,21 +407,27 @@ def _history(config: TrainConfig, names: list[str], rows: list[dict]) -> History
         t = int(bad[0])
         h.diverged_at = t
         h.diverged_reason = ("loss", "gradient", "parameters")[int(cat["reason"][t])]
-        h.diverged_layer = _blame(h.layer_grad_norms, h.update_ratio, t, names)
+        h.diverged_layer = _blame(
+            h.diverged_reason, cat["forward_ok"][t], h.layer_grad_norms[t], h.update_ratio, t, names
+        )
     return h
 
 
-def _blame(layer_grad_norms: np.ndarray, update_ratio: np.ndarray, t: int, names: list[str]) -> str:
-    """The input-most layer whose gradient is non-finite at step t; if all are (the loss itself
-    overflowed) or none are (the update overflowed a parameter), the layer with the largest
-    update/parameter ratio at step t, or at t - 1 when step t has none that is finite."""
-    bad = ~np.isfinite(layer_grad_norms[t])
-    if bad.any() and not bad.all():
-        return names[int(np.argmax(bad))]
-    for row in (update_ratio[t], update_ratio[t - 1] if t > 0 else None):
-        if row is not None and np.isfinite(row).any():
-            return names[int(np.nanargmax(np.where(np.isfinite(row), row, -np.inf)))]
-    return names[0]
+def _blame(reason: str, forward_ok, grad_norms, update_ratio, t: int, names: list[str]) -> str:
+    """Where the divergence began, in the order the computation ran into it.
+
+    loss: the first layer (input -> output) whose forward output is not finite (the forward pass overflowed),
+    else "loss" itself (finite logits, non-finite cross-entropy). gradient: the output-most layer whose
+    gradient is not finite (backprop runs output -> input, so that is where it overflowed first).
+    parameters: the layer with the largest update/parameter ratio in that step.
+    """
+    if reason == "loss":
+        return names[int(np.argmin(forward_ok))] if not forward_ok.all() else "loss"
+    bad = ~np.isfinite(grad_norms)
+    if reason == "gradient" and bad.any():
+        return names[int(np.flatnonzero(bad)[-1])]
+    row = np.where(np.isfinite(update_ratio[t]), update_ratio[t], -np.inf)
+    return names[int(np.argmax(row))]
 
 
 _EVALUATORS: dict[Any, Callable] = {}

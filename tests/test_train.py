@@ -197,6 +197,12 @@ def test_divergence_stops_cleanly_and_keeps_the_last_finite_parameters(small):
     assert np.isfinite(history.loss[: history.diverged_at]).all()
     assert not (np.isfinite(history.loss[-1]) and np.isfinite(history.grad_norm[-1]))
     assert history.diverged_layer in history.layer_names
+    # Here the forward pass overflows, and the named layer is where it first does on the diverging batch.
+    assert history.diverged_reason == "loss"
+    order = train_module._batch_indices(len(small.x_train), 64, history.diverged_at + 1, 0)[-1]
+    model.train()
+    finite = [bool(np.isfinite(h).all()) for h in model.hidden(small.x_train[order])]
+    assert history.layer_names[finite.index(False)] == history.diverged_layer
     assert "diverged at step" in history.summary()
     assert all(np.isfinite(p).all() for p in params_of(model))
     # The kept parameters are the ones from before the diverging step: replaying its predecessors gives them.
