@@ -16,7 +16,7 @@ from flax import nnx
 
 def _loss_and_hidden(model: nnx.Module, x, y):
     hidden = model.hidden(x)
-    logits = model.head(model._pool(hidden[-1]))
+    logits = model.readout(hidden[-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), hidden
 
 

@@ -95,7 +95,11 @@ class _Net(nnx.Module):
         return outputs
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self._pool(self.hidden(x)[-1]))
+        return self.readout(self.hidden(x)[-1])
+
+    def readout(self, h: jax.Array) -> jax.Array:
+        """Logits from the last hidden block's output."""
+        return self.head(self._pool(h))
 
     def layer_names(self) -> list[str]:
         """Names of the weight layers, ordered input -> output (hidden blocks, then the head)."""

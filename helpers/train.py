@@ -149,7 +149,6 @@ class _Spec(NamedTuple):
     optimizer: str
     clip_mode: str | None
     skip_nonfinite: bool
-    chunk_steps: int
     scan: bool
 
 
@@ -217,12 +216,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-def _build_runner(graphdef, spec: _Spec, params_template):
-    """Compile-ready function: (state, x, y, batch indices, active flags) -> (state, per-step metrics)."""
+def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tuple]):
+    """Jitted (state, x, y, batch indices, active flags) -> (state, per-step metrics); state is donated."""
     mask = _kernel_mask(params_template)
     leaves_with_path = jax.tree_util.tree_flatten_with_path(params_template)[0]
     paths = [tuple(_key(k) for k in p if not isinstance(k, jax.tree_util.GetAttrKey)) for p, _ in leaves_with_path]
-    kernel_at = [paths.index(p) for p in _kernel_paths_of(graphdef)]
+    kernel_at = [paths.index(p) for p in kernel_paths]
     config = TrainConfig(
         optimizer=spec.optimizer,
         clip_norm=1.0 if spec.clip_mode else None,
@@ -234,7 +233,7 @@ def _build_runner(graphdef, spec: _Spec, params_template):
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
         hidden = model.hidden(x)
-        logits = model.head(model._pool(hidden[-1]))
+        logits = model.readout(hidden[-1])
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         # Where the forward signal is still finite, per layer: tells where an overflow began.
         forward_ok = jnp.stack([jnp.isfinite(h).all() for h in hidden] + [jnp.isfinite(logits).all()])
@@ -274,7 +273,6 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~grads_ok, 1, 2))
         apply = active & ~stopped & ok
         keep_rest = apply & jnp.isfinite(loss)
-        choose = lambda new, old, flag: jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)  # noqa: E731
         carry = (
             choose(new_params, params, apply),
             choose(new_rest, rest, keep_rest),
@@ -309,12 +307,13 @@ def _build_runner(graphdef, spec: _Spec, params_template):
     return jax.jit(run, donate_argnums=(0,))
 
 
-_KERNEL_PATHS: dict[Any, list[tuple]] = {}
+def choose(new, old, flag):
+    """`new` where flag is true, else `old`, leaf by leaf (a branch-free `if` inside the compiled step)."""
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+# Compiled runners, one per (model structure, optimizer structure): a slider move finds its runner here.
 _RUNNERS: dict[tuple, Callable] = {}
-
-
-def _kernel_paths_of(graphdef) -> list[tuple]:
-    return _KERNEL_PATHS[graphdef]
 
 
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
@@ -342,18 +341,12 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
 
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    _KERNEL_PATHS.setdefault(graphdef, model.kernel_paths())
     chunk = config.chunk_steps
-    spec = _Spec(
-        config.optimizer,
-        config.clip_mode if config.clip_norm else None,
-        config.skip_nonfinite,
-        chunk,
-        bool(model.scan_steps),
-    )
+    clip_mode = config.clip_mode if config.clip_norm is not None else None
+    spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
     key = (graphdef, spec)
     if key not in _RUNNERS:
-        _RUNNERS[key] = _build_runner(graphdef, spec, params)
+        _RUNNERS[key] = _build_runner(graphdef, spec, params, model.kernel_paths())
     runner = _RUNNERS[key]
 
     n_chunks = -(-config.steps // chunk)
