@@ -1,0 +1,594 @@
+"""Plots of a training run: a live dashboard that redraws while `train` runs, and the same plots when it is done.
+
+    dash = Dashboard("depth 8, lr 0.05")
+    history = train(model, data, config, on_chunk=dash.update)
+    fig = dash.finish(history)        # the final redraw; plot_history(history) draws the same thing
+
+Every figure is a `matplotlib.figure.Figure`, never a pyplot one, so nothing piles up in pyplot's registry
+(no "more than 20 figures" warning, no figure shown twice). The dashboard is shown once with a display handle
+and redrawn in place with `handle.update(fig)`: the one way that works alike in JupyterLab, Colab and headless
+runs (nbclient, nbval) without ipympl. Non-finite values (NaN, Inf) are never dropped silently: they are
+marked with a cross at the top edge of the axes, and a divergence step gets a labelled vertical line.
+Per-layer data are ordered input -> output, like `model.layer_names()`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import weakref
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from IPython import get_ipython
+from IPython.display import display
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import LogNorm, to_hex
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter
+
+__all__ = [
+    "COLORS",
+    "Dashboard",
+    "compare_histories",
+    "draw_dashboard",
+    "figure_png",
+    "plot_activation_stats",
+    "plot_history",
+    "plot_layer_profile",
+    "series",
+]
+
+# Okabe & Ito (2008), "Color Universal Design": eight colours told apart with every common colour-vision deficiency.
+_OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+}
+# Vermillion (the colour of divergence and NaN/Inf markers) and faint yellow come last.
+_SERIES_ORDER = ("blue", "orange", "green", "purple", "sky_blue", "black", "vermillion", "yellow")
+
+
+def series(n: int) -> list[str]:
+    """`n` distinct colours: Okabe-Ito for n <= 8, else evenly spaced along the colour-blind-safe 'cividis' map."""
+    if n <= len(_SERIES_ORDER):
+        return [_OKABE_ITO[name] for name in _SERIES_ORDER[:n]]
+    return [to_hex(c) for c in colormaps["cividis"](np.linspace(0, 1, n))]
+
+
+class _Palette(dict):
+    """A dict of colours by role; `COLORS.series(n)` is `series(n)`."""
+
+    series = staticmethod(series)
+
+
+#: The same colour for the same thing in every notebook.
+COLORS = _Palette(
+    loss=_OKABE_ITO["blue"],
+    grad_norm=_OKABE_ITO["orange"],
+    clip=_OKABE_ITO["black"],  # the clip_norm threshold line
+    clipped=_OKABE_ITO["purple"],  # steps where clipping changed the gradient
+    theory=_OKABE_ITO["black"],  # predicted values (dashed)
+    measured=_OKABE_ITO["blue"],
+    diverged=_OKABE_ITO["vermillion"],
+    nonfinite=_OKABE_ITO["vermillion"],  # NaN / Inf markers and heatmap cells
+    band=_OKABE_ITO["green"],  # the reference band of the update/parameter ratio
+    lr=_OKABE_ITO["sky_blue"],
+)
+#: Layers are coloured along a sequential map, input (dark) -> output (light).
+LAYER_CMAP = "viridis"
+HEATMAP_CMAP = "cividis"
+#: Rule of thumb (e.g. Karpathy's CS231n notes): per-step ||update|| / ||W|| of about 1e-3 is healthy.
+RATIO_BAND = (10**-3.5, 10**-2.5)
+LAYER_AXIS = "layer (input -> output)"
+DPI = 90
+DASHBOARD_SIZE = (10.0, 6.4)
+#: Runs with at least this many steps get a tqdm progress bar in `Dashboard`.
+PROGRESS_MIN_STEPS = 1000
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small pieces shared by every plot
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _new_figure(figsize, constrained: bool = True) -> Figure:
+    _register_png_formatter()
+    return Figure(figsize=figsize, dpi=DPI, layout="constrained" if constrained else None)
+
+
+def _register_png_formatter() -> None:
+    """Make IPython show a bare Figure as a PNG even when pyplot (and its inline backend) was never imported."""
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        formatter.for_type(Figure, figure_png)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes at its own size and dpi."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return buf.getvalue()
+
+
+_MAX_MARKS = 200  # per series: a long stretch of NaN or 0 is shown by evenly spaced marks
+
+
+def _edge_marks(ax: Axes, x, where, *, top: bool, label: str | None, color, gid: str) -> None:
+    """Marks at the top edge of `ax` (NaN/Inf) or its bottom edge (0 on a log axis) at the steps in `where`."""
+    steps = np.asarray(x)[where]
+    if len(steps) > _MAX_MARKS:
+        steps = steps[np.linspace(0, len(steps) - 1, _MAX_MARKS).astype(int)]
+    if label in ax.get_legend_handles_labels()[1]:
+        label = None  # one legend entry per kind of mark
+    ax.plot(
+        steps,
+        np.full(len(steps), 0.97 if top else 0.03),
+        ls="",
+        marker="X" if top else "v",
+        ms=7 if top else 5,
+        color=color,
+        transform=ax.get_xaxis_transform(),  # x in steps, y in axes fraction
+        clip_on=False,
+        label=label,
+        gid=gid,
+    )
+
+
+def _line(ax: Axes, x, y, *, mark_color=None, mark_label="not finite (NaN/Inf)", log: bool = True, **kw) -> None:
+    """Plot y as a line, with a gap and a cross at the top edge wherever it is NaN or Inf.
+
+    On a log axis (`log`), values of exactly 0 (a dead layer's gradient, a skipped update) get a triangle
+    at the bottom edge: a log scale cannot show them and they should not vanish silently.
+    """
+    y = np.asarray(y, dtype=float)
+    finite = np.isfinite(y)
+    ax.plot(x, np.where(finite, y, np.nan), **kw)
+    if not finite.all():
+        color = mark_color or COLORS["nonfinite"]
+        _edge_marks(ax, x, ~finite, top=True, label=mark_label, color=color, gid="nonfinite")
+    zero = finite & (y <= 0)
+    if log and zero.any():
+        color = kw.get("color", "grey")
+        _edge_marks(ax, x, zero, top=False, label="0 (off the log scale)", color=color, gid="zero")
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+class _PowerFormatter(LogFormatter):
+    """Log-axis tick labels as plain text with Unicode superscripts (10\u207b\u00b3, 2\u00d710\u00b9).
+
+    Looks like matplotlib's default but skips mathtext, whose parse cache (50 entries) thrashes on a dashboard
+    with five log axes: this alone makes a redraw about twice as fast.
+    """
+
+    def _num_to_string(self, x, vmin, vmax):
+        exponent = int(np.floor(np.log10(x) + 1e-9))
+        coeff = x / 10.0**exponent
+        power = f"10{str(exponent).translate(_SUPERSCRIPT)}"
+        return power if abs(coeff - 1) < 1e-6 else f"{coeff:.2g}\u00d7{power}"
+
+
+def _power_labels(axis) -> None:
+    axis.set_major_formatter(_PowerFormatter())
+    axis.set_minor_formatter(_PowerFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def _safe_log_scale(ax: Axes, *arrays) -> None:
+    """Log y axis over at least two decades (zeros leave a gap); fixed limits when nothing is positive and finite.
+
+    Call after the data are drawn. Two decades keep the labels at powers of ten: a narrower view would
+    label minor ticks (2x10^-3, 3x10^-3, ...), whose wide labels collide with the neighbouring panel.
+    """
+    if ax.get_yscale() != "log":
+        ax.set_yscale("log", nonpositive="mask")
+        _power_labels(ax.yaxis)
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays]) if arrays else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        ax.set_ylim(1e-3, 1e3)
+        return
+    ax.relim()
+    ax.autoscale_view(scalex=False)
+    low, high = ax.get_ylim()
+    if high / low < 100:
+        middle = np.sqrt(low * high)
+        ax.set_ylim(middle / 10, middle * 10)
+
+
+def _legend(ax: Axes) -> None:
+    """A legend when the axes hold more than one labelled thing."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(handles) > 1:
+        # "best" tests every plotted point: fine for a few thousand, slow (and it warns) beyond.
+        points = sum(len(line.get_xdata()) for line in ax.lines)
+        ax.legend(fontsize=8, loc="best" if points <= 5000 else "upper right")
+
+
+def _layer_ticks(ax: Axes, names: Sequence[str], axis: str = "x") -> None:
+    """Layer names as ticks, thinned out so that at most about 12 are written."""
+    every = max(1, -(-len(names) // 12))
+    ticks = list(range(0, len(names), every))
+    if ticks[-1] != len(names) - 1:
+        ticks.append(len(names) - 1)
+    labels = [names[i] for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks, labels, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+        ax.set_xlabel(LAYER_AXIS)
+    else:
+        ax.set_yticks(ticks, labels)
+        ax.set_ylabel(LAYER_AXIS)
+
+
+def _mark_divergence(ax: Axes, history, *, text: bool = False) -> None:
+    """A labelled vertical line at the divergence step (and, with `text`, what went wrong and where)."""
+    t = history.diverged_at
+    if t is None:
+        return
+    ax.axvline(t, color=COLORS["diverged"], ls="--", lw=1.5, label=f"diverged at step {t}", gid="diverged")
+    if text:
+        left = t >= 5  # the note goes left of the line, unless the line is at the left edge
+        ax.annotate(
+            f"diverged at step {t}\n{history.diverged_reason} not finite\nbegan in {history.diverged_layer}",
+            xy=(t, 0.5),
+            xycoords=ax.get_xaxis_transform(),
+            xytext=(-6 if left else 6, 0),
+            textcoords="offset points",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=8,
+            color=COLORS["diverged"],
+            bbox={"boxstyle": "round", "fc": "white", "ec": COLORS["diverged"], "alpha": 0.9},
+            gid="diverged",
+        )
+
+
+def _step_limits(ax: Axes, history, planned: int) -> None:
+    """While running, the x axis spans the planned steps; a diverged run is shown up to its last step."""
+    if history.diverged_at is not None:
+        ax.set_xlim(-0.5, max(history.diverged_at * 1.05, 10) + 0.5)
+    else:
+        ax.set_xlim(-0.5, max(planned, history.steps, 2) - 0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dashboard: four panels of one History
+# ----------------------------------------------------------------------------------------------------------
+
+
+def draw_dashboard(history, fig: Figure, title: str = "") -> Figure:
+    """Draw loss, global gradient norm, per-layer gradient norms and update ratios of `history` into `fig`.
+
+    This is what `Dashboard` redraws and what a slider panel shows by default. The axes are made on the
+    first call and kept: a redraw replaces only the data, several times faster than building the figure again.
+    """
+    d = _dashboard_axes(fig)
+    for ax in (d.loss, d.grad, d.heat, d.ratio):
+        _remove_data(ax, keep=d.image)
+    steps = np.arange(history.steps)
+    planned = history.config.steps
+    done = history.diverged_at is not None or history.steps >= planned
+    status = history.summary() if done else f"step {history.steps} of {planned}"
+    fig.suptitle(
+        f"{title + '   ' if title else ''}{history.config}\n{status}",
+        fontsize=9.5,
+        color=COLORS["diverged"] if history.diverged_at is not None else "black",
+    )
+    _draw_loss(d.loss, history, steps)
+    _draw_grad_norm(d.grad, history, steps)
+    _draw_layer_heatmap(d.heat, d.image, d.colorbar, history)
+    _draw_update_ratio(d.ratio, history, steps)
+    for ax in (d.loss, d.grad, d.heat, d.ratio):
+        _step_limits(ax, history, planned)
+    for ax in (d.loss, d.grad, d.ratio):
+        _legend(ax)
+    return fig
+
+
+class _DashboardAxes(NamedTuple):
+    loss: Axes
+    grad: Axes
+    heat: Axes
+    ratio: Axes
+    image: AxesImage
+    colorbar: Colorbar
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Figure, _DashboardAxes] = weakref.WeakKeyDictionary()
+
+
+def _dashboard_axes(fig: Figure) -> _DashboardAxes:
+    """The dashboard's axes in `fig`, made once, in a fixed layout (constrained layout costs 4x per redraw)."""
+    d = _LAYOUTS.get(fig)
+    if d is not None and all(ax in fig.axes for ax in (d.loss, d.grad, d.heat, d.ratio)):
+        return d
+    fig.clear()
+    fig.set_layout_engine("none")
+    grid = fig.add_gridspec(2, 2, left=0.1, right=0.985, bottom=0.085, top=0.875, wspace=0.32, hspace=0.42)
+    (ax_loss, ax_grad), (ax_heat, ax_ratio) = grid.subplots()
+    cmap = colormaps[HEATMAP_CMAP].with_extremes(bad=COLORS["nonfinite"])
+    image = ax_heat.imshow(
+        np.ones((1, 1)), aspect="auto", origin="lower", interpolation="nearest", cmap=cmap, norm=LogNorm(0.5, 2)
+    )
+    colorbar = fig.colorbar(image, ax=ax_heat, pad=0.015, fraction=0.06, label="gradient norm (log scale)")
+    colorbar.formatter = _PowerFormatter()
+    colorbar.minorformatter = _PowerFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4))
+    ax_loss.set_title("training loss")
+    ax_loss.set_ylabel("loss (log scale)")
+    ax_grad.set_ylabel("||gradient|| (log scale)")
+    ax_heat.set_title("per-layer gradient norm (log colour scale)")
+    ax_ratio.set_title("update / parameter ratio per layer")
+    ax_ratio.set_ylabel("||update|| / ||W|| (log scale)")
+    for ax in (ax_loss, ax_grad, ax_heat, ax_ratio):
+        ax.set_xlabel("step")
+    d = _DashboardAxes(ax_loss, ax_grad, ax_heat, ax_ratio, image, colorbar)
+    _LAYOUTS[fig] = d
+    return d
+
+
+def _remove_data(ax: Axes, keep=None) -> None:
+    """Remove what a previous redraw put into `ax` (lines, markers, bands, notes, legend); keep axes and labels."""
+    for group in (ax.lines, ax.collections, ax.patches, ax.texts, ax.images):
+        for artist in list(group):
+            if artist is not keep:
+                artist.remove()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ax.set_autoscaley_on(True)
+
+
+def _draw_loss(ax: Axes, history, steps) -> None:
+    _line(ax, steps, history.loss, color=COLORS["loss"], lw=1.2, label="training loss")
+    _safe_log_scale(ax, history.loss)
+    _mark_divergence(ax, history, text=True)
+
+
+def _draw_grad_norm(ax: Axes, history, steps) -> None:
+    config = history.config
+    gn = np.asarray(history.grad_norm, dtype=float)
+    _line(ax, steps, gn, color=COLORS["grad_norm"], lw=1.2, label="gradient norm")
+    if config.clip_norm is not None and config.clip_mode == "global_norm":
+        ax.axhline(config.clip_norm, color=COLORS["clip"], ls=":", lw=1.5, label=f"clip_norm = {config.clip_norm:g}")
+    clipped = np.asarray(history.clipped, dtype=bool)
+    if clipped.any():
+        shown = np.where(np.isfinite(gn[clipped]), gn[clipped], np.nan)
+        ax.plot(
+            steps[clipped],
+            shown,
+            ls="",
+            marker="o",
+            ms=3,
+            color=COLORS["clipped"],
+            label=f"clipped ({int(clipped.sum())} of {history.steps} steps)",
+            gid="clipped",
+        )
+    _safe_log_scale(ax, gn, [config.clip_norm or np.nan])
+    _mark_divergence(ax, history)
+    mode = "" if config.clip_norm is None or config.clip_mode == "global_norm" else f" (clip_mode={config.clip_mode})"
+    ax.set_title(f"global gradient norm, before clipping{mode}")
+
+
+def _draw_layer_heatmap(ax: Axes, image: AxesImage, colorbar: Colorbar, history) -> None:
+    g = np.asarray(history.layer_grad_norms, dtype=float).T  # (layers, steps): input at the bottom
+    finite = np.isfinite(g)
+    positive = g[finite & (g > 0)]
+    vmin, vmax = (positive.min(), positive.max()) if positive.size else (1e-3, 1.0)
+    if vmax / vmin < 100:  # at least two decades, as on the log axes: noise should not look like explosion
+        middle = np.sqrt(vmin * vmax)
+        vmin, vmax = middle / 10, middle * 10
+    image.set_data(np.ma.masked_invalid(np.where(finite, np.maximum(g, vmin), np.nan)))  # 0 -> lowest colour
+    image.set_extent((-0.5, g.shape[1] - 0.5, -0.5, g.shape[0] - 0.5))
+    image.set_clim(vmin, vmax)
+    _layer_ticks(ax, history.layer_names, axis="y")
+    # The "bad" colour of the map, explained under the colour bar (a legend would hide cells).
+    colorbar.ax.set_xlabel("" if finite.all() else "\u25a0 NaN/Inf", fontsize=8, color=COLORS["nonfinite"])
+    _mark_divergence(ax, history)
+
+
+def _draw_update_ratio(ax: Axes, history, steps) -> None:
+    ratio = np.asarray(history.update_ratio, dtype=float)
+    names = history.layer_names
+    ax.axhspan(*RATIO_BAND, color=COLORS["band"], alpha=0.18, lw=0, label="~1e-3 (rule of thumb)", gid="band")
+    ax.axhline(1e-3, color=COLORS["band"], lw=0.8)
+    colors = colormaps[LAYER_CMAP](np.linspace(0, 0.9, len(names)))
+    for i, name in enumerate(names):
+        label = f"{name} (input side)" if i == 0 else f"{name} (output side)" if i == len(names) - 1 else None
+        _line(ax, steps, ratio[:, i], color=colors[i], lw=1, label=label)
+    _safe_log_scale(ax, ratio, RATIO_BAND)
+    _mark_divergence(ax, history)
+
+
+def plot_history(history, title: str = "") -> Figure:
+    """The dashboard of a finished run, as a new Figure (the same drawing `Dashboard` shows live)."""
+    return draw_dashboard(history, _new_figure(DASHBOARD_SIZE, constrained=False), title)
+
+
+class Dashboard:
+    """A live dashboard: pass `dash.update` as `on_chunk` to `train`, then call `dash.finish(history)`.
+
+    The figure is displayed once (in IPython) and redrawn in place through its display handle, at most
+    `max_redraws_per_s` times a second; the run's last chunk is always drawn. Runs of at least
+    `PROGRESS_MIN_STEPS` steps also get a tqdm progress bar (`progress=True / False` forces it on / off).
+    """
+
+    def __init__(self, title: str = "", max_redraws_per_s: float = 4, show: bool = True, progress: bool | None = None):
+        self.title = title
+        self.min_interval = 1.0 / max_redraws_per_s if max_redraws_per_s else 0.0
+        self.show = show
+        self.progress = progress
+        self.figure = _new_figure(DASHBOARD_SIZE, constrained=False)
+        self.redraws = 0
+        self._handle = None
+        self._last_draw = -np.inf
+        self._drawn = None
+        self._latest = None
+        self._bar = None
+
+    def update(self, history) -> None:
+        """Record the run so far; redraw if enough time has passed since the last redraw or the run is over."""
+        self._latest = history
+        self._advance_bar(history)
+        over = history.diverged_at is not None or history.steps >= history.config.steps
+        if over or _now() - self._last_draw >= self.min_interval:
+            self._redraw(history)
+        if over:
+            self._close_bar()
+
+    def finish(self, history=None) -> Figure:
+        """The final redraw (skipped if this history is already drawn); returns the Figure."""
+        history = history if history is not None else self._latest
+        if history is not None and history is not self._drawn:
+            self._latest = history
+            self._redraw(history)
+        self._close_bar()
+        return self.figure
+
+    def _redraw(self, history) -> None:
+        draw_dashboard(history, self.figure, self.title)
+        self._drawn = history
+        self.redraws += 1
+        self._last_draw = _now()
+        if not self.show:
+            return
+        if self._handle is None:
+            self._handle = _show(self.figure)
+        else:
+            self._handle.update(self.figure)
+
+    def _advance_bar(self, history) -> None:
+        wanted = self.progress if self.progress is not None else history.config.steps >= PROGRESS_MIN_STEPS
+        if wanted and self._bar is None and self._drawn is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=history.config.steps, desc=self.title or "training", unit="step")
+        if self._bar is not None:
+            self._bar.update(history.steps - self._bar.n)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _show(fig: Figure):
+    """Display `fig` once and return its handle, or None outside IPython (a script shows nothing)."""
+    if get_ipython() is None:
+        return None
+    _register_png_formatter()
+    return display(fig, display_id=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several runs, layer profiles, activation statistics
+# ----------------------------------------------------------------------------------------------------------
+
+
+def compare_histories(histories: dict, title: str = "") -> Figure:
+    """Loss and global gradient norm of several runs on shared axes; each divergence marked in its run's colour."""
+    fig = _new_figure((10.0, 3.8))
+    ax_loss, ax_grad = fig.subplots(1, 2, sharex=True)
+    colors = series(len(histories))
+    for (name, h), color in zip(histories.items(), colors, strict=True):
+        steps = np.arange(h.steps)
+        label = name if h.diverged_at is None else f"{name} (diverged at step {h.diverged_at})"
+        for ax, values in ((ax_loss, h.loss), (ax_grad, h.grad_norm)):
+            _line(ax, steps, values, color=color, lw=1.2, label=label, mark_label=None, mark_color=color)
+            if h.diverged_at is not None:
+                ax.axvline(h.diverged_at, color=color, ls="--", lw=1, gid="diverged")
+    everything = [h for h in histories.values()]
+    if any(not np.isfinite(np.concatenate([h.loss, h.grad_norm])).all() for h in everything):
+        for ax in (ax_loss, ax_grad):  # one legend entry for all the crosses and dashed lines
+            ax.plot([], [], ls="", marker="X", color="grey", label="not finite (NaN/Inf, run's colour)")
+    if any(h.diverged_at is not None for h in everything):
+        for ax in (ax_loss, ax_grad):
+            ax.add_line(Line2D([], [], color="grey", ls="--", lw=1, label="divergence step (run's colour)"))
+    for ax, what in ((ax_loss, "training loss"), (ax_grad, "global gradient norm, before clipping")):
+        _safe_log_scale(ax, *[h.loss if ax is ax_loss else h.grad_norm for h in everything])
+        ax.set_title(what)
+        ax.set_xlabel("step")
+    ax_loss.set_ylabel("loss (log scale)")
+    ax_grad.set_ylabel("||gradient|| (log scale)")
+    _legend(ax_loss)
+    _legend(ax_grad)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_layer_profile(
+    values,
+    layer_names: Sequence[str],
+    *,
+    theory=None,
+    ylabel: str = "gradient norm (log scale)",
+    title: str = "gradient norm per layer at initialisation",
+    ax: Axes | None = None,
+    label: str = "measured",
+    color: str | None = None,
+) -> Axes:
+    """Per-layer values (input -> output) as points on a log scale, with an optional theory line.
+
+    `theory` is one predicted value per layer (drawn dashed). Call again with the same `ax` and another
+    `label` / `color` to put several profiles on one plot.
+    """
+    if ax is None:
+        ax = _new_figure((6.4, 3.6)).subplots()
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(layer_names),):
+        raise ValueError(f"values: need one number per layer ({len(layer_names)}), got shape {values.shape}")
+    x = np.arange(len(layer_names))
+    _line(ax, x, values, ls="-", marker="o", ms=4, lw=1, color=color or COLORS["measured"], label=label)
+    if theory is not None:
+        theory = np.broadcast_to(np.asarray(theory, dtype=float), values.shape)
+        ax.plot(x, theory, ls="--", lw=1.5, color=COLORS["theory"], label="theory", gid="theory")
+    _safe_log_scale(ax, values, [] if theory is None else theory)
+    _layer_ticks(ax, list(layer_names))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    _legend(ax)
+    return ax
+
+
+def plot_activation_stats(stats, title: str = "") -> Figure:
+    """Std (log scale), mean and dead-unit fraction of every hidden block's output, input -> output."""
+    fig = _new_figure((10.0, 3.4))
+    ax_std, ax_mean, ax_dead = fig.subplots(1, 3)
+    x = np.arange(len(stats.layer_names))
+    _line(ax_std, x, stats.std, marker="o", ms=4, lw=1, color=COLORS["measured"], label="std")
+    _safe_log_scale(ax_std, stats.std)
+    ax_std.set_title("activation std")
+    ax_std.set_ylabel("std (log scale)")
+    _line(ax_mean, x, stats.mean, marker="o", ms=4, lw=1, color=COLORS["measured"], label="mean", log=False)
+    ax_mean.axhline(0, color="grey", lw=0.8)
+    ax_mean.set_title("activation mean")
+    ax_mean.set_ylabel("mean")
+    ax_dead.bar(x, stats.dead_fraction, color=COLORS["measured"], width=0.7)
+    ax_dead.set_ylim(0, 1.02)
+    ax_dead.set_title("dead units")
+    ax_dead.set_ylabel("fraction of units, 0 for the whole batch")
+    for ax in (ax_std, ax_mean, ax_dead):
+        _layer_ticks(ax, list(stats.layer_names))
+        _legend(ax)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

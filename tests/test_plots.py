@@ -1,0 +1,315 @@
+"""Tests for helpers/plots.py on synthetic histories (no training): live redraws, NaN/Inf, labels, no figure leaks."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+import matplotlib.pyplot as plt  # only to check that nothing lands in pyplot's registry
+import numpy as np
+import pytest
+from IPython.core.formatters import PNGFormatter
+from matplotlib.colors import to_rgb
+
+from helpers import plots
+from helpers.diagnostics import ActivationStats
+from helpers.train import History, TrainConfig
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_history(steps=120, layers=4, *, planned=None, clip_norm=None, diverged_at=None, seed=0) -> History:
+    """A History as `train` returns it; with `diverged_at`, the last row holds NaN and Inf like a real blow-up."""
+    rng = np.random.default_rng(seed)
+    n = steps if diverged_at is None else diverged_at + 1
+    t = np.arange(n)
+    loss = 2.3 * np.exp(-t / 40) + 0.05 * rng.random(n)
+    grad = 0.5 + 3 * rng.random(n)
+    layer_grads = 0.1 + rng.random((n, layers)) * np.linspace(1, 5, layers)
+    ratio = 1e-3 * (0.5 + rng.random((n, layers)))
+    config = TrainConfig(steps=planned or steps, clip_norm=clip_norm)
+    extra = {}
+    if diverged_at is not None:
+        loss[-1], grad[-1] = np.nan, np.inf
+        layer_grads[-1, : layers // 2], layer_grads[-1, layers // 2 :] = np.nan, np.inf
+        ratio[-1] = np.nan
+        ratio[max(n - 2, 0), 0] = np.inf
+        extra = {"diverged_at": diverged_at, "diverged_layer": "dense1", "diverged_reason": "loss"}
+    return History(
+        config=config,
+        layer_names=[f"dense{i}" for i in range(layers - 1)] + ["head"],
+        loss=loss.astype(np.float32),
+        grad_norm=grad.astype(np.float32),
+        layer_grad_norms=layer_grads.astype(np.float32),
+        update_ratio=ratio.astype(np.float32),
+        clipped=grad > clip_norm if clip_norm else np.zeros(n, bool),
+        skipped=np.zeros(n, bool),
+        lr=np.full(n, config.lr, np.float32),
+        **extra,
+    )
+
+
+def prefix(history: History, k: int) -> History:
+    """The first k steps of `history`, as `on_chunk` would see them mid-run."""
+    cut = {f: getattr(history, f)[:k] for f in ("loss", "grad_norm", "layer_grad_norms", "update_ratio", "clipped")}
+    cut.update(skipped=history.skipped[:k], lr=history.lr[:k])
+    return History(config=history.config, layer_names=history.layer_names, **cut)
+
+
+def with_gid(fig, gid):
+    return [a for a in fig.findobj() if a.get_gid() == gid]
+
+
+def step_axes(fig):
+    return [ax for ax in fig.axes if ax.get_xlabel() == "step"]
+
+
+class FakeHandle:
+    def __init__(self):
+        self.updates = 0
+
+    def update(self, obj):
+        self.updates += 1
+
+
+@pytest.fixture
+def fake_ipython(monkeypatch):
+    """Pretend to run in IPython: `display(fig, display_id=True)` is recorded, not shown."""
+    shown = []
+    handle = FakeHandle()
+
+    def display(obj, display_id=False):
+        assert display_id is True, "the dashboard must be shown with a display handle"
+        shown.append(obj)
+        return handle
+
+    class Shell:
+        class display_formatter:
+            formatters = {"image/png": PNGFormatter()}
+
+    monkeypatch.setattr(plots, "get_ipython", lambda: Shell)
+    monkeypatch.setattr(plots, "display", display)
+    return shown, handle, Shell
+
+
+def test_colors_are_okabe_ito_and_series_distinct():
+    for role in ("loss", "grad_norm", "clip", "clipped", "theory", "measured", "diverged", "band"):
+        assert role in plots.COLORS
+    okabe_ito = {to_rgb(c) for c in plots._OKABE_ITO.values()}
+    assert {to_rgb(c) for c in plots.COLORS.values()} <= okabe_ito
+    for n in (1, 3, 8, 12):
+        colors = plots.series(n)
+        assert len(colors) == n and len({to_rgb(c) for c in colors}) == n
+    assert plots.COLORS.series(3) == plots.series(3)
+
+
+def test_dashboard_100_updates_one_display_no_leaks(fake_ipython):
+    shown, handle, _ = fake_ipython
+    full = fake_history(steps=200, clip_norm=2.0)
+    before = plt.get_fignums()
+    dash = plots.Dashboard("leak test", max_redraws_per_s=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "More than 20 figures have been opened"
+        for k in range(2, 202, 2):
+            last = prefix(full, k)
+            dash.update(last)
+            if k == 2:
+                artists = {i: len(ax.get_children()) for i, ax in enumerate(dash.figure.axes)}
+        fig = dash.finish(last)  # train returns the History it passed to the last on_chunk
+    assert dash.redraws == 100
+    assert shown == [fig] and handle.updates == 99, "shown once, then updated in place"
+    assert plt.get_fignums() == before
+    assert len(fig.axes) == 5  # four panels and the colour bar; no axes pile up
+    # Redraws replace their artists instead of adding to them (clipped markers appear once clipping starts).
+    grown = {i: len(ax.get_children()) - artists[i] for i, ax in enumerate(fig.axes)}
+    assert max(grown.values()) <= 3, grown
+    assert plots.figure_png(fig).startswith(PNG_MAGIC)
+
+
+def test_redrawing_a_deeper_network_reuses_the_axes():
+    fig = plots.plot_history(fake_history(layers=4))
+    axes = list(fig.axes)
+    plots.draw_dashboard(fake_history(layers=12, steps=50), fig)
+    assert fig.axes == axes
+    heat = next(ax for ax in fig.axes if ax.get_ylabel() == "layer (input -> output)")
+    assert heat.get_yticklabels()[-1].get_text() == "head" and heat.images[0].get_array().shape == (12, 50)
+
+
+def test_dashboard_is_throttled_but_always_draws_the_end(fake_ipython, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(plots, "_now", lambda: clock[0])
+    full = fake_history(steps=100)
+    dash = plots.Dashboard(max_redraws_per_s=4)
+    for k in range(1, 101):  # 100 chunks, 10 ms apart: 1 s in all
+        clock[0] += 0.01
+        dash.update(prefix(full, k) if k < 100 else full)
+    assert 4 <= dash.redraws <= 6
+    assert dash._drawn is full, "the last chunk is drawn even though it came too soon after the previous redraw"
+    redraws = dash.redraws
+    dash.finish(full)
+    assert dash.redraws == redraws, "finish does not redraw what is already drawn"
+
+
+def test_dashboard_without_ipython_shows_nothing_and_returns_figure():
+    dash = plots.Dashboard(show=True)
+    h = fake_history(steps=30)
+    dash.update(h)
+    fig = dash.finish()
+    assert dash._handle is None and fig is dash.figure
+
+
+def test_progress_bar_only_for_long_runs(monkeypatch):
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kw):
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeTqdm)
+    plots.Dashboard(show=False).update(fake_history(steps=50))
+    assert bars == []
+    long = fake_history(steps=plots.PROGRESS_MIN_STEPS)
+    dash = plots.Dashboard(show=False)
+    dash.update(prefix(long, 500))
+    dash.update(long)
+    assert len(bars) == 1 and bars[0].n == long.steps and bars[0].closed
+
+
+def test_nonfinite_history_is_marked_not_raised():
+    h = fake_history(steps=80, planned=300, diverged_at=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plots.plot_history(h, "diverging run")
+        png = plots.figure_png(fig)
+    assert png.startswith(PNG_MAGIC)
+    lines = [a for a in with_gid(fig, "diverged") if hasattr(a, "get_xdata")]
+    assert len(lines) == 4 and all(np.allclose(line.get_xdata(), 60) for line in lines), "a divergence line per panel"
+    notes = [a.get_text() for a in with_gid(fig, "diverged") if hasattr(a, "get_text")]
+    assert any("diverged at step 60" in t and "dense1" in t for t in notes)
+    crosses = with_gid(fig, "nonfinite")
+    assert {ax.get_title() for ax in fig.axes for c in crosses if c.axes is ax} >= {
+        "training loss",
+        "global gradient norm, before clipping",
+        "update / parameter ratio per layer",
+    }
+    # NaN loss at step 60, Inf ratio at step 59: each shown at its step, none dropped.
+    loss_cross = next(c for c in crosses if c.axes.get_title() == "training loss")
+    assert list(loss_cross.get_xdata()) == [60]
+    ratio_steps = {x for c in crosses if c.axes.get_title().startswith("update") for x in c.get_xdata()}
+    assert ratio_steps == {59, 60}
+    colorbar_ax = next(ax for ax in fig.axes if ax.get_ylabel() == "gradient norm (log scale)")
+    assert "NaN/Inf" in colorbar_ax.get_xlabel()
+    assert "diverged at step 60" in fig.get_suptitle()
+
+
+def test_zeros_on_log_axes_are_marked_at_the_bottom():
+    h = fake_history(steps=50)
+    h.update_ratio[10:, 1:] = 0.0  # a network whose layers stopped moving
+    h.grad_norm[40] = 0.0
+    fig = plots.plot_history(h)
+    zeros = with_gid(fig, "zero")
+    ratio_marks = [z for z in zeros if z.axes.get_title().startswith("update")]
+    assert len(ratio_marks) == 3 and all(len(z.get_xdata()) == 40 for z in ratio_marks)
+    assert [list(z.get_xdata()) for z in zeros if z.axes.get_title().startswith("global")] == [[40]]
+    labels = ratio_marks[0].axes.get_legend_handles_labels()[1]
+    assert labels.count("0 (off the log scale)") == 1
+
+
+def test_all_nonfinite_history_plots():
+    h = fake_history(steps=1, diverged_at=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plots.plot_history(h)
+        plots.figure_png(fig)
+        plots.figure_png(plots.compare_histories({"dead on arrival": h}))
+        ax = plots.plot_layer_profile([np.nan, np.inf, 1.0], ["dense0", "dense1", "head"])
+        plots.figure_png(ax.figure)
+    assert with_gid(fig, "nonfinite") and with_gid(fig, "diverged")
+
+
+def test_clipping_is_drawn():
+    h = fake_history(steps=150, clip_norm=2.0)
+    fig = plots.plot_history(h)
+    grad_ax = next(ax for ax in fig.axes if ax.get_title().startswith("global gradient norm"))
+    labels = grad_ax.get_legend_handles_labels()[1]
+    assert "clip_norm = 2" in labels
+    (marks,) = with_gid(fig, "clipped")
+    assert len(marks.get_xdata()) == int(h.clipped.sum()) > 0
+    assert any(label.startswith(f"clipped ({int(h.clipped.sum())} of 150") for label in labels)
+
+
+def _check_labelled(fig):
+    """Every axes titled and labelled; log axes say so; step and layer axes use the project's words."""
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            assert "log scale" in ax.get_ylabel()
+            continue
+        assert ax.get_title(), ax
+        assert ax.get_xlabel() in ("step", "layer (input -> output)"), ax.get_xlabel()
+        assert ax.get_ylabel(), ax.get_title()
+        if ax.get_yscale() == "log":
+            assert "log scale" in ax.get_ylabel(), ax.get_ylabel()
+        labelled = [h for h in ax.get_legend_handles_labels()[1]]
+        if len(labelled) > 1:
+            assert ax.get_legend() is not None, ax.get_title()
+    width, _ = fig.get_size_inches()
+    assert width <= 11 and 80 <= fig.dpi <= 100
+
+
+def test_static_plots_are_titled_and_labelled():
+    runs = {"lr=0.05": fake_history(steps=100, clip_norm=2.0), "lr=1": fake_history(steps=40, diverged_at=30)}
+    stats = ActivationStats(
+        layer_names=["dense0", "dense1", "dense2"],
+        mean=np.array([0.5, 0.3, 0.1]),
+        std=np.array([1.0, 0.5, 0.2]),
+        dead_fraction=np.array([0.0, 0.1, 0.4]),
+    )
+    ax = plots.plot_layer_profile([1.0, 2.0, 4.0, 8.0], ["dense0", "dense1", "dense2", "head"], theory=[1, 2, 4, 8])
+    figures = [
+        plots.plot_history(runs["lr=1"], "run"),
+        plots.compare_histories(runs, "two runs"),
+        plots.plot_activation_stats(stats, "activations"),
+        ax.figure,
+    ]
+    for fig in figures:
+        _check_labelled(fig)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dense0", "dense1", "dense2", "head"]
+    assert {"measured", "theory"} <= set(ax.get_legend_handles_labels()[1])
+    cmp_labels = figures[1].axes[0].get_legend_handles_labels()[1]
+    assert "lr=1 (diverged at step 30)" in cmp_labels
+    assert len(with_gid(figures[1], "diverged")) == 2  # one dashed line per axes for the diverged run
+
+
+def test_layer_profile_on_given_axes_and_checks_length():
+    fig = plots.plot_history(fake_history())  # any figure with axes
+    ax = fig.axes[0]
+    assert plots.plot_layer_profile([1, 2, 3, 4], ["a", "b", "c", "d"], ax=ax) is ax
+    with pytest.raises(ValueError, match="one number per layer"):
+        plots.plot_layer_profile([1, 2], ["a", "b", "c"])
+
+
+def test_figures_show_as_png_in_ipython_without_pyplot(fake_ipython):
+    _, _, shell = fake_ipython
+    fig = plots.plot_history(fake_history())
+    data = shell.display_formatter.formatters["image/png"](fig)
+    assert data.startswith(PNG_MAGIC)
+
+
+def test_many_layers_and_steps_stay_readable():
+    h = fake_history(steps=3000, layers=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # includes matplotlib's "loc='best' is slow" warning
+        fig = plots.plot_history(h)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    heat = next(ax for ax in fig.axes if ax.get_ylabel() == "layer (input -> output)")
+    assert 2 < len(heat.get_yticklabels()) <= 14
+    assert all(re.fullmatch(r"dense\d+|head", t.get_text()) for t in heat.get_yticklabels())
