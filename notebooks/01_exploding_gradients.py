@@ -1,0 +1,657 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Exploding gradients in a deep MLP
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/taming-gradients/taming-gradients/blob/main/notebooks/01_exploding_gradients.ipynb)
+#
+# Backpropagation multiplies the gradient by one matrix per layer, so a deep network turns a small excess in
+# its weights into a huge gradient. After this notebook you can write backprop by hand as a product of layer
+# Jacobians, predict from the weights' variance how much the gradient of every layer grows with depth and
+# `init_scale`, and recognise an explosion in a training run: when the loss turns into NaN and in which layer.
+
+# %%
+# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "flax>=0.12.12",
+            "git+https://github.com/taming-gradients/taming-gradients",
+        ],
+        check=True,
+    )
+
+# %%
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+
+from helpers.data import load_digits
+from helpers.diagnostics import activation_stats, layer_grad_norms
+from helpers.exercises import exploding as ex
+from helpers.models import ModelConfig
+from helpers.plots import COLORS, LAYER_AXIS, Dashboard, compare_histories, series
+from helpers.train import TrainConfig, train
+from helpers.widgets import panel
+
+data = load_digits(seed=0)
+x = jnp.asarray(data.x_train[:256].reshape(256, -1))  # 256 digits, 8x8 pixels flattened, values in [0, 1]
+y = jnp.asarray(data.y_train[:256])
+print(f"{len(data.x_train)} training and {len(data.x_test)} test digits; a batch x of shape {x.shape}")
+
+# %% [markdown]
+# ## Predict first
+#
+# A ReLU MLP with 30 hidden layers of 128 units is initialised with He et al.'s (2015) rule, standard deviation
+# $\sqrt{2/\text{fan\_in}}$. Now make every weight 20 % larger (`init_scale = 1.2`). Before running anything,
+# write down your guesses:
+#
+# 1. By what factor does the gradient of the **first** layer's weights grow: about 1.2, about 6, about 240, or
+#    more than 10 000?
+# 2. Which layer then has the largest weight gradient: the one next to the input, the one next to the output,
+#    or are they about the same?
+#
+# The answers are measured below, in the section "Theory next to measurement".
+
+# %% [markdown]
+# ## Backprop by hand: a product of layer Jacobians
+#
+# Write the network with rows as examples (as Flax does: a kernel $W_l$ has shape `(fan_in, fan_out)`):
+#
+# $$z_l = h_{l-1} W_l,\qquad h_l = \mathrm{relu}(z_l),\qquad l = 1..L,\qquad \text{logits} = z_{L+1} = h_L W_{L+1},$$
+#
+# with $h_0 = x$ and no biases (they start at zero anyway). Call $\delta_l = \partial \mathcal{L} / \partial z_l$
+# the gradient with respect to a layer's pre-activations. For softmax cross-entropy averaged over a batch of
+# $B$ examples, $\delta_{L+1} = (\mathrm{softmax}(\text{logits}) - \text{onehot}(y)) / B$, and the chain
+# rule gives, going from the output back to the input,
+#
+# $$\delta_l = \big(\delta_{l+1} W_{l+1}^\top\big) \odot \mathrm{relu}'(z_l),\qquad
+#   \frac{\partial \mathcal{L}}{\partial W_l} = h_{l-1}^\top \delta_l .$$
+#
+# Unrolled, $\delta_1 = \delta_{L+1}\, W_{L+1}^\top D_L\, W_L^\top D_{L-1} \cdots W_2^\top D_1$ with
+# $D_l = \mathrm{diag}(\mathrm{relu}'(z_l))$: the error at the output is multiplied by one Jacobian per layer.
+# Whether that product grows or shrinks with depth decides whether gradients explode or vanish (Pascanu et al.
+# 2013 make this argument for recurrent networks; a deep MLP is the same product without weight sharing).
+#
+# Here it is in plain JAX, on a small network of depth 6 and width 32.
+
+
+# %%
+def init_weights(seed, sizes, init_scale=1.0):
+    """He-normal kernels: std = init_scale * sqrt(2 / fan_in), one per layer (the last one is the head)."""
+    rng = np.random.default_rng(seed)
+    return [
+        jnp.asarray(init_scale * np.sqrt(2.0 / m) * rng.standard_normal((m, n)), jnp.float32)
+        for m, n in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def forward(Ws, x, act=jax.nn.relu):
+    """Pre-activations z_1..z_L and outputs h_1..h_L of the hidden layers, and the logits."""
+    zs, hs, h = [], [], x
+    for W in Ws[:-1]:
+        z = h @ W
+        h = act(z)
+        zs.append(z)
+        hs.append(h)
+    return zs, hs, h @ Ws[-1]
+
+
+def loss_fn(Ws, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(Ws, x)[2], y).mean()
+
+
+def backprop(Ws, x, y):
+    """The chain rule written out: deltas d1..d(L+1) and kernel gradients dL/dW_l, ordered input -> output."""
+    zs, hs, logits = forward(Ws, x)
+    delta = (jax.nn.softmax(logits) - jax.nn.one_hot(y, logits.shape[1])) / len(y)
+    deltas, grads = [delta], [hs[-1].T @ delta]
+    for layer in reversed(range(len(zs))):  # hidden layers, output side first
+        delta = (delta @ Ws[layer + 1].T) * (zs[layer] > 0)  # one Jacobian: W^T, then the ReLU mask
+        deltas.insert(0, delta)
+        grads.insert(0, (x if layer == 0 else hs[layer - 1]).T @ delta)
+    return deltas, grads
+
+
+backprop_jit = jax.jit(backprop)  # compiled once per network shape; the same arithmetic as calling backprop
+Ws_small = init_weights(0, [64, 32, 32, 32, 32, 32, 32, 10], init_scale=1.2)
+deltas, grads = backprop_jit(Ws_small, x, y)
+auto = jax.jit(jax.grad(loss_fn))(Ws_small, x, y)
+rel_err = max(float(jnp.linalg.norm(g - a) / jnp.linalg.norm(a)) for g, a in zip(grads, auto, strict=True))
+assert rel_err < 1e-5
+
+_, hs, _ = forward(Ws_small, x)
+lines = [f"hand-written backprop vs jax.grad: largest relative difference {rel_err:.0e}", ""]
+lines.append("layer   RMS of its input h_(l-1)   ||delta_l||   ||dL/dW_l||")
+for layer, (h_in, d, g) in enumerate(zip([x, *hs], deltas, grads, strict=True), start=1):
+    name = "head" if layer == len(Ws_small) else f"{layer}"
+    rms_in, d_norm, g_norm = (float(v) for v in (jnp.sqrt(jnp.mean(h_in**2)), jnp.linalg.norm(d), jnp.linalg.norm(g)))
+    lines.append(f"{name:>5}   {rms_in:22.3f}   {d_norm:11.4f}   {g_norm:11.4f}")
+print("\n".join(lines))
+
+# %%
+delta_growth = float(jnp.linalg.norm(deltas[0]) / jnp.linalg.norm(deltas[-1]))
+kernel_norms = [float(jnp.linalg.norm(g)) for g in grads]
+print(
+    f"||delta_1|| / ||delta_head|| = {delta_growth:.2f}; kernel gradients {min(kernel_norms):.2f} .. {max(kernel_norms):.2f}"
+)
+assert abs(delta_growth / 1.2**6 - 1) < 0.2 and 1.6 < min(kernel_norms) and max(kernel_norms) < 3.2
+
+# %% [markdown]
+# Read the table from the bottom up. Going towards the input, $\|\delta_l\|$ grows from the head to layer 1
+# by a factor 3.4, close to $1.2^6 \approx 3.0$: each Jacobian $W_l^\top D_l$ stretches the error by about
+# `init_scale`. But the kernel gradient $\partial\mathcal{L}/\partial W_l = h_{l-1}^\top \delta_l$ also contains
+# the layer's *input*, whose RMS grows in the other direction (at width 32 single layers scatter; the 30-layer
+# network below averages better). The two trends cancel: the kernel gradients all lie between 1.6 and 3.2. The
+# next section says why, and by how much everything grows.
+
+# %% [markdown]
+# ## The variance argument
+#
+# Assumptions: the weights of a layer are independent, zero-mean, with
+# $\mathrm{Var}(W_l) = s^2 \cdot 2/n_{l-1}$ ($s$ = `init_scale`, $n_{l-1}$ = fan-in; $s=1$ is He et al.'s
+# rule); the weights are independent of the signal they multiply; biases are zero; the width is large.
+#
+# **Forward.** A pre-activation is a sum of $n_{l-1}$ independent terms:
+# $\mathbb{E}[z_{l,j}^2] = n_{l-1}\,\mathrm{Var}(W_l)\,\mathbb{E}[h_{l-1}^2] = 2s^2\,\mathbb{E}[h_{l-1}^2]$.
+# Since $z_{l,j}$ is symmetric around zero (a zero-mean weight times anything), ReLU keeps exactly half of its
+# second moment: $\mathbb{E}[h_l^2] = \tfrac12\mathbb{E}[z_l^2] = s^2\,\mathbb{E}[h_{l-1}^2]$. The RMS of the
+# activations is multiplied by $s$ per layer: $\mathrm{RMS}(h_l) = s^l\,\mathrm{RMS}(x)$. This holds for
+# the first layer too, although pixels are not zero-mean, because only the weights need to be.
+#
+# **Backward.** $\delta_{l,i} = \mathrm{relu}'(z_{l,i}) \sum_j W_{l+1,ij}\,\delta_{l+1,j}$. Treating
+# $W_{l+1}$ as independent of $\delta_{l+1}$ (the usual mean-field approximation; Yang et al. 2019 discuss
+# when it is exact) and using $\mathbb{E}[\mathrm{relu}'(z)^2] = \tfrac12$:
+# $\mathbb{E}[\delta_{l,i}^2] = \tfrac12 \cdot \frac{2s^2}{n_l}\,\|\delta_{l+1}\|^2$, and summing over the
+# $n_l$ units, $\mathbb{E}\|\delta_l\|^2 = s^2\,\|\delta_{l+1}\|^2$. So $\|\delta_l\| = s^{L+1-l}\,\|\delta_{L+1}\|$:
+# the backpropagated signal grows by $s$ per layer towards the input, whatever the widths.
+#
+# **Kernel gradients.** For one example, $\|h_{l-1}^\top \delta_l\| = \|h_{l-1}\|\,\|\delta_l\|
+# \propto s^{l-1}\cdot s^{L+1-l} = s^{L}$: **the same power of $s$ for every layer.** So at initialisation the
+# weight gradients do *not* grow from the output layer to the input layer; what grows geometrically is the
+# size of *every* layer's weight gradient, as $s^L$, with depth $L$ and with $s$.
+#
+# **An exact version.** ReLU is positively homogeneous, $\mathrm{relu}(s a) = s\,\mathrm{relu}(a)$ for $s>0$.
+# With zero biases, multiplying every kernel by $s$ multiplies $h_l$ by exactly $s^l$ and the logits by
+# $s^{L+1}$; backwards, each Jacobian carries one factor $s$. Hence
+# $\partial\mathcal{L}/\partial W_l(s) = s^L \times$ (the $s=1$ network's backprop of the error
+# $\mathrm{softmax} - \text{onehot}$). The only other way $s$ enters is through that error vector, whose norm is
+# at most $\sqrt2$ per example: the softmax is nearly uniform when the logits are small ($s<1$) and saturated
+# when they are large ($s>1$).
+
+# %% [markdown]
+# ## The same with `helpers`, 30 layers deep
+#
+# `ModelConfig(depth=30, width=128, init_scale=s)` builds the same kind of network with Flax (He-normal
+# kernels, zero biases). Two checks first: with the same seed, `init_scale=s` draws exactly $s$ times the
+# weights of `init_scale=1`; and our 15-line `backprop` computes the same kernel gradients as
+# `helpers.diagnostics.layer_grad_norms`.
+
+# %%
+DEPTH, WIDTH = 30, 128
+
+
+def kernels(model):
+    """The model's weight kernels as a list, input -> output (hidden layers, then the head)."""
+    return [block.layer.kernel[...] for block in model.blocks] + [model.head.kernel[...]]
+
+
+model = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.0).build(data.image_shape, data.num_classes)
+Ws = kernels(model)
+Ws_12 = kernels(ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2).build(data.image_shape, data.num_classes))
+scale_err = max(float(jnp.max(jnp.abs(1.2 * a - b) / jnp.max(jnp.abs(b)))) for a, b in zip(Ws, Ws_12, strict=True))
+ours = np.array([float(jnp.linalg.norm(g)) for g in backprop_jit(Ws, x, y)[1]])
+theirs = layer_grad_norms(model, x, y)
+print(
+    f"init_scale=1.2 kernels / 1.2 vs init_scale=1 kernels: largest relative difference {scale_err:.0e}\n"
+    f"our backprop vs layer_grad_norms: largest relative difference {np.max(np.abs(ours / theirs - 1)):.0e}"
+)
+assert scale_err < 1e-6 and np.allclose(ours, theirs, rtol=1e-4)
+
+# %% [markdown]
+# Now the profile of the network at five values of `init_scale`: the RMS of each layer's output, the norm of
+# the backpropagated $\delta_l$, and the norm of each kernel gradient. Dashed lines are the variance argument:
+# $s^l\,\mathrm{RMS}(x)$ forwards (no free parameter) and $s^{L+1-l}\,\|\delta_{L+1}\|$ backwards (starting
+# from the error the loss hands to the head).
+
+# %%
+scales = [0.8, 0.9, 1.0, 1.1, 1.2]
+layers = np.arange(1, DEPTH + 2)  # 1..30 hidden, 31 = head
+rms_x = float(jnp.sqrt(jnp.mean(x**2)))
+profiles = {}
+for s in scales:
+    Ws_s = [s * W for W in Ws]
+    deltas_s, grads_s = backprop_jit(Ws_s, x, y)
+    hs_s = forward(Ws_s, x)[1]
+    profiles[s] = dict(
+        rms=np.array([float(jnp.sqrt(jnp.mean(h**2))) for h in hs_s]),
+        delta=np.array([float(jnp.linalg.norm(d)) for d in deltas_s]),
+        kernel=np.array([float(jnp.linalg.norm(g)) for g in grads_s]),
+    )
+
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), dpi=90, layout="constrained")
+for s, color in zip(scales, series(len(scales)), strict=True):
+    p = profiles[s]
+    axes[0].plot(layers[:-1], p["rms"], "o", ms=3, color=color, label=f"init_scale={s}")
+    axes[0].plot(layers[:-1], rms_x * s ** layers[:-1], "--", lw=1, color=COLORS["theory"])
+    axes[1].plot(layers, p["delta"], "o", ms=3, color=color)
+    axes[1].plot(layers, p["delta"][-1] * s ** (DEPTH + 1 - layers), "--", lw=1, color=COLORS["theory"])
+    axes[2].plot(layers, p["kernel"], "o", ms=3, color=color)
+    axes[2].axhline(np.exp(np.mean(np.log(p["kernel"]))), ls="--", lw=1, color=COLORS["theory"])
+axes[0].plot([], [], "--", color=COLORS["theory"], label="theory (kernel gradients:\nthe same in every layer)")
+titles = ["forward: RMS of h_l", "backward: ||delta_l|| = ||dL/dz_l||", "kernel gradients ||dL/dW_l||"]
+for ax, title in zip(axes, titles, strict=True):
+    ax.set(
+        yscale="log",
+        title=title,
+        xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head",
+        ylabel=f"{title.split(': ')[-1]} (log scale)",
+    )
+axes[0].legend(fontsize=8, loc="upper left")
+fig.suptitle(f"ReLU MLP, depth {DEPTH}, width {WIDTH}, 256 digits: theory (dashed) vs measurement (points)")
+plt.show()
+
+# %% [markdown]
+# Fitting a straight line to $\log$ of each profile gives the measured factor per layer:
+
+# %%
+lines = ["init_scale   forward factor/layer   backward factor/layer   kernel gradients: smallest .. largest (max/min)"]
+fits = {}
+for s in scales:
+    p = profiles[s]
+    fwd = np.exp(np.polyfit(layers[:-1], np.log(p["rms"]), 1)[0])
+    bwd = np.exp(-np.polyfit(layers, np.log(p["delta"]), 1)[0])
+    spread = p["kernel"].max() / p["kernel"].min()
+    fits[s] = (fwd, bwd, spread)
+    lines.append(
+        f"{s:10.1f}   {fwd:20.3f}   {bwd:21.3f}   {p['kernel'].min():.2g} .. {p['kernel'].max():.2g} ({spread:.2f})"
+    )
+print("\n".join(lines))
+
+# %% [markdown]
+# - Forwards and backwards, the measured factor per layer is $s$ to within 1 %, as the variance argument says.
+#   At `init_scale = 1.2` the backpropagated signal reaching the first layer is 280 times the error the loss
+#   hands to the head (30 Jacobians: $1.2^{30} \approx 240$).
+# - The kernel gradients are **not** ordered like that: within each network the largest and the smallest
+#   layer differ by less than a factor 3.5, while $\delta_l$ spans a factor $s^{30}$. The answer to question 2
+#   of "Predict first" is: about the same.
+# - What explodes is their common level: from $3\cdot10^{-4}$ .. $9\cdot10^{-4}$ at `init_scale = 0.8` to
+#   $4\cdot10^{2}$ .. $1.4\cdot10^{3}$ at `init_scale = 1.2`. That is the explosion that breaks training below.
+
+# %%
+for s in scales:
+    fwd, bwd, spread = fits[s]
+    assert abs(fwd / s - 1) < 0.01 and abs(bwd / s - 1) < 0.01, (s, fwd, bwd)
+    assert spread < 3.5, (s, spread)
+delta_ratio = profiles[1.2]["delta"][0] / profiles[1.2]["delta"][-1]
+print(f"init_scale 1.2: ||delta_1|| / ||delta_head|| = {delta_ratio:.0f} (1.2^30 = {1.2**30:.0f})")
+assert 260 < delta_ratio < 300
+assert 2.5e-4 < profiles[0.8]["kernel"].min() and profiles[0.8]["kernel"].max() < 1e-3
+assert 3.5e2 < profiles[1.2]["kernel"].min() and profiles[1.2]["kernel"].max() < 1.5e3
+
+# %% [markdown]
+# Finite width shows up too: ReLU units that output 0 for all 256 digits ("dead" for this batch). Their
+# fraction grows with depth, from 3 % in layer 1 to 40 % in layer 30, and it is the same for every `init_scale`, because scaling the weights by $s>0$
+# never changes a sign. The variance argument survives it (it averages over random weights, not over the
+# batch), but dead units are a sign that deep layers see the 256 digits as more and more alike.
+
+# %%
+dead = {
+    s: activation_stats(ModelConfig(depth=DEPTH, width=WIDTH, init_scale=s).build(data.image_shape), x).dead_fraction
+    for s in (0.8, 1.2)
+}
+print(
+    f"dead fraction at layers 1, 10, 20, 30: {np.round(dead[0.8][[0, 9, 19, 29]], 2)}\n"
+    f"the same at init_scale 0.8 and 1.2: {np.array_equal(dead[0.8], dead[1.2])}"
+)
+assert np.array_equal(dead[0.8], dead[1.2]) and dead[0.8][0] < 0.05 and 0.35 < dead[0.8][-1] < 0.45
+
+# %% [markdown]
+# ## Theory next to measurement: the first layer's gradient vs `init_scale` and depth
+#
+# The exact version of the argument predicts $\|\partial\mathcal{L}/\partial W_1\| \propto s^L$, up to the
+# bounded change of the softmax error. Below, the measured first-layer kernel gradient for depths 10 to 40
+# and `init_scale` from 0.7 to 1.3 (same seeds: each network is the $s=1$ network times $s$), with the
+# prediction $s^L \times$ (the value at $s = 1$) dashed.
+
+# %%
+depths = [10, 20, 30, 40]
+sweep = np.array([0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+first = {}
+for depth in depths:
+    Ws_d = kernels(ModelConfig(depth=depth, width=WIDTH, init_scale=1.0).build(data.image_shape, data.num_classes))
+    first[depth] = np.array([float(jnp.linalg.norm(backprop_jit([s * W for W in Ws_d], x, y)[1][0])) for s in sweep])
+
+fig, (ax_s, ax_d) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
+fine = np.linspace(0.68, 1.32, 100)
+for depth, color in zip(depths, series(len(depths)), strict=True):
+    g1 = first[depth][sweep == 1.0][0]
+    ax_s.plot(sweep, first[depth], "o", color=color, label=f"depth {depth}")
+    ax_s.plot(fine, g1 * fine**depth, "--", lw=1, color=color)
+ax_s.plot([], [], "--", color="grey", label="theory: (value at init_scale 1) x init_scale^depth")
+ax_s.axvline(1.0, color="grey", lw=0.6)
+ax_s.set(
+    yscale="log",
+    xlabel="init_scale",
+    ylabel="||dL/dW_1|| (log scale)",
+    title="first-layer kernel gradient vs init_scale",
+)
+ax_s.legend(fontsize=8)
+depth_axis = np.array(depths)
+for s, color in zip([0.8, 0.9, 1.1, 1.2], series(4), strict=True):
+    ratio = np.array([first[d][np.isclose(sweep, s)][0] / first[d][sweep == 1.0][0] for d in depths])
+    ax_d.plot(depth_axis, ratio, "o", color=color, label=f"init_scale={s}")
+    ax_d.plot(depth_axis, s**depth_axis, "--", lw=1, color=color)
+ax_d.plot([], [], "--", color="grey", label="theory: init_scale^depth")
+ax_d.set(
+    yscale="log",
+    xlabel="depth (hidden layers)",
+    ylabel="||dL/dW_1|| / value at init_scale=1 (log scale)",
+    title="growth with depth, relative to init_scale = 1",
+)
+ax_d.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The prediction spans almost twelve decades and the points follow it, off the dashed line by a factor between 1/4
+# and 4. That factor is the softmax error, and it stops changing once the logits are far from 1: for depths 20
+# to 40, on each side of $s = 1$ separately, the measured slope
+# $d\log\|\partial\mathcal{L}/\partial W_1\|/d\log s$ equals the depth to within 1 %. (At depth 10 the logits
+# at $s = 1.1$ are only $1.1^{11}\approx 2.9$ times those at $s = 1$, the softmax is still changing, and the
+# slope above 1 is 12 instead of 10.) So the answer to question 1 of "Predict first": about $1.2^{30}\approx 240$
+# from the weights, times the softmax factor; measured, about 570.
+
+# %%
+lines = []
+for depth in depths:
+    g = first[depth]
+    ratio = g / (g[sweep == 1.0][0] * sweep**depth)
+    below = np.polyfit(np.log(sweep[sweep < 1]), np.log(g[sweep < 1]), 1)[0]
+    above = np.polyfit(np.log(sweep[sweep > 1]), np.log(g[sweep > 1]), 1)[0]
+    lines.append(
+        f"depth {depth}: measured / theory from {ratio.min():.2f} to {ratio.max():.2f}; "
+        f"slope {below:.2f} for init_scale < 1, {above:.2f} for init_scale > 1"
+    )
+    assert 0.25 < ratio.min() and ratio.max() < 4
+    if depth >= 20:
+        assert abs(below / depth - 1) < 0.01 and abs(above / depth - 1) < 0.01
+    else:
+        assert abs(below / depth - 1) < 0.03 and abs(above / depth - 1.2) < 0.03
+decades = np.log10(max(g.max() for g in first.values()) / min(g.min() for g in first.values()))
+growth_30 = first[30][np.isclose(sweep, 1.2)][0] / first[30][sweep == 1.0][0]
+lines.append(f"measured values span {decades:.1f} decades")
+lines.append(f"depth 30, init_scale 1.0 -> 1.2: first-layer gradient x {growth_30:.0f} (1.2^30 = {1.2**30:.0f})")
+print("\n".join(lines))
+assert 11 < decades < 12
+assert 520 < growth_30 < 620
+
+# %% [markdown]
+# ## Training: the loss becomes NaN within a few steps
+#
+# Plain SGD (`lr = 0.01`, batches of 64) on the 30-layer network with `init_scale = 1.2`, with the live
+# dashboard as `on_chunk`. `train` never raises: it stops at the first step whose loss, gradient or new
+# parameters are not finite, records where, and keeps the parameters from before that step.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+config = TrainConfig(lr=0.01, steps=300)
+explode = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2)
+dash = Dashboard(f"{DEPTH} ReLU layers, init_scale 1.2")
+net_explode = explode.build(data.image_shape, data.num_classes)
+h_explode = train(net_explode, data, config, on_chunk=dash.update)
+fig = dash.finish(h_explode)
+
+# %%
+# The model kept the parameters from before the diverging step: run them forward on our 256 digits.
+peak = [float(jnp.max(jnp.abs(h))) for h in net_explode.hidden(x)]
+overflow = next(i for i, v in enumerate(peak) if not np.isfinite(v))
+lines = [h_explode.summary()]
+for t in range(h_explode.steps):
+    lines.append(
+        f"step {t}: loss {h_explode.loss[t]:.3g}, gradient norm {h_explode.grad_norm[t]:.3g}, "
+        f"largest ||update||/||W|| {np.nanmax(h_explode.update_ratio[t]):.3g}"
+    )
+lines.append(
+    f"largest |h_l| in layers 1..{overflow + 1} with those parameters: "
+    + " ".join(f"{v:.2g}" for v in peak[: overflow + 1])
+)
+print("\n".join(lines))
+assert h_explode.diverged_at == 2 and h_explode.diverged_reason == "loss"
+assert 400 < h_explode.loss[0] < 500 and 5e3 < h_explode.grad_norm[0] < 6e3 and h_explode.loss[1] > 1e12
+assert 2 < np.max(h_explode.update_ratio[0]) < 3 and np.max(h_explode.update_ratio[1]) > 1e9
+assert overflow == 4 and h_explode.diverged_layer == net_explode.layer_names()[overflow] == "dense4"
+assert all(1e8 < b / a < 1e10 for a, b in zip(peak[:3], peak[1:4], strict=True))
+
+# %% [markdown]
+# What happened, step by step:
+#
+# - Step 0: the loss is already 462 (the logits are exactly $1.2^{31}$ times those of the He network) and the
+#   gradient norm is $5.7\cdot10^{3}$. With `lr = 0.01` the update is 2.6 times as large as the weights it
+#   changes (`||update||/||W||`; about $10^{-3}$ is the usual healthy value).
+# - Step 1: the loss is $6.7\cdot10^{12}$ and the update $5\cdot10^{9}$ times the weights.
+# - Step 2: the forward pass overflows float32 (largest value $3.4\cdot10^{38}$): the activations grow by about
+#   $10^{9}$ per layer and reach `inf` in the fifth layer, `dense4` (the helpers count layers from 0). That is
+#   the layer `train` reports: for a non-finite loss, the first layer whose output is not finite.
+#
+# ## Contrast: `init_scale` at and below 1, and tanh
+#
+# Same data, same SGD: He's value (1.0), weights 20 % too small (0.8, vanishing gradients), and tanh instead of
+# ReLU with the same too-large weights (1.2).
+
+# %%
+runs = {"relu, init_scale 1.2": (explode, h_explode)}
+for name, cfg in [
+    ("relu, init_scale 1.0", ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.0)),
+    ("relu, init_scale 0.8", ModelConfig(depth=DEPTH, width=WIDTH, init_scale=0.8)),
+    ("tanh, init_scale 1.2", ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2, activation="tanh")),
+]:
+    runs[name] = (cfg, train(cfg.build(data.image_shape, data.num_classes), data, config))
+print("\n".join(f"{name}: {h.summary()}" for name, (_, h) in list(runs.items())[1:]))
+# The diverged run is left out: its loss of 1e12 would squash the others (it is in the dashboard above).
+fig = compare_histories(
+    {name: h for name, (_, h) in runs.items() if h.diverged_at is None},
+    title=f"{DEPTH} hidden layers, SGD lr {config.lr}, 300 steps",
+)
+fig
+
+# %% [markdown]
+# - **1.0** trains: the loss falls from 2.6 to below 1 in 300 steps. It is slow for a network this deep, but
+#   it is training.
+# - **0.8** never leaves $\ln 10 \approx 2.30$ (within 0.05), the loss of a uniform guess: every weight
+#   gradient starts below $10^{-3}$ (at 1.0: 0.76 to 2.2), so SGD hardly moves. These are vanishing gradients,
+#   the same product of Jacobians shrinking instead of growing.
+# - **tanh at 1.2** does not blow up and trains best of the three (final loss below 0.1). tanh is bounded, so
+#   the forward pass cannot overflow, but its gradients still grow with depth, only more slowly (next cell).
+
+# %%
+final = {name: float(h.loss[-1]) for name, (_, h) in runs.items() if h.diverged_at is None}
+print({name: round(v, 2) for name, v in final.items()})
+assert runs["relu, init_scale 1.0"][1].loss[0] > 2.5 and final["relu, init_scale 1.0"] < 1.0
+assert np.all(np.abs(runs["relu, init_scale 0.8"][1].loss - np.log(10)) < 0.05)
+assert profiles[0.8]["kernel"].max() < 1e-3 and final["tanh, init_scale 1.2"] < 0.1
+assert runs["tanh, init_scale 1.2"][1].diverged_at is None
+
+# %% [markdown]
+# Why tanh's gradients grow more slowly: in the backward recursion, $\tfrac12 = \mathbb{E}[\mathrm{relu}'^2]$
+# becomes $\mathbb{E}[\tanh'(z)^2]$, which shrinks as the weights grow (more units saturate, where
+# $\tanh' \approx 0$). Mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) gives the factor per
+# layer $\sqrt{\chi}$ with $\chi = \sigma_w^2\,\mathbb{E}[\tanh'(\sqrt{q^*}\,\xi)^2]$, $\xi\sim N(0,1)$,
+# $\sigma_w^2 = 2s^2$, and $q^*$ the fixed point of $q = \sigma_w^2\,\mathbb{E}[\tanh(\sqrt q\,\xi)^2]$.
+# The "probe" trick below measures $\delta_l$ for any activation: add a zero to every $z_l$ and differentiate
+# with respect to it.
+
+
+# %%
+def deltas_by_probe(Ws, x, y, act):
+    """dL/dz_l for every layer via jax.grad: z_l + probe_l, derivative at probe_l = 0."""
+
+    def loss_of_probes(probes):
+        h = x
+        for W, p in zip(Ws[:-1], probes[:-1], strict=True):
+            h = act(h @ W + p)
+        return optax.softmax_cross_entropy_with_integer_labels(h @ Ws[-1] + probes[-1], y).mean()
+
+    return jax.grad(loss_of_probes)([jnp.zeros((x.shape[0], W.shape[1])) for W in Ws])
+
+
+def tanh_factor(init_scale, n=200_001):
+    """sqrt(chi) from the mean-field recursion, Gaussian expectations on a fine grid."""
+    xi = np.linspace(-8, 8, n)
+    w = np.exp(-(xi**2) / 2) / np.sqrt(2 * np.pi) * (xi[1] - xi[0])
+    sw2, q = 2 * init_scale**2, 1.0
+    for _ in range(100):
+        q = sw2 * np.sum(w * np.tanh(np.sqrt(q) * xi) ** 2)
+    return float(np.sqrt(sw2 * np.sum(w * (1 - np.tanh(np.sqrt(q) * xi) ** 2) ** 2)))
+
+
+probe_jit = jax.jit(deltas_by_probe, static_argnums=3)
+fig, ax = plt.subplots(figsize=(7, 3.8), dpi=90, layout="constrained")
+tanh_fit = {}
+for (act_name, act), color in zip([("relu", jax.nn.relu), ("tanh", jnp.tanh)], series(2), strict=True):
+    d = np.array([float(jnp.linalg.norm(v)) for v in probe_jit([1.2 * W for W in Ws], x, y, act)])
+    factor = 1.2 if act_name == "relu" else tanh_factor(1.2)
+    tanh_fit[act_name] = (np.exp(-np.polyfit(layers[10:], np.log(d[10:]), 1)[0]), factor)
+    ax.plot(layers, d, "o", ms=3, color=color, label=f"{act_name}: measured")
+    ax.plot(
+        layers,
+        d[-1] * factor ** (DEPTH + 1 - layers),
+        "--",
+        lw=1,
+        color=color,
+        label=f"{act_name}: theory, x{factor:.3f} per layer",
+    )
+ax.set(
+    yscale="log",
+    xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head",
+    ylabel="||delta_l|| (log scale)",
+    title="backpropagated signal at init_scale 1.2: ReLU vs tanh",
+)
+ax.legend(fontsize=8)
+plt.show()
+print("\n".join(f"{a}: measured factor per layer {m:.3f}, theory {t:.3f}" for a, (m, t) in tanh_fit.items()))
+for measured, theory in tanh_fit.values():
+    assert abs(measured / theory - 1) < 0.02
+
+# %% [markdown]
+# The measured factor per layer for tanh is about 1.10 (the fit skips the first 10 layers, where $q$ has not
+# yet settled at $q^*$), as the mean-field theory predicts, against 1.2 for ReLU: over 30 layers that is
+# $1.1^{30}\approx 17$ instead of $\approx 240$. tanh's gradients do explode for large enough
+# `init_scale` (this is the "chaotic phase" of Poole et al.), just more gently, and its loss cannot overflow.
+#
+# ## Explore
+#
+# The panel trains the 30-layer network with the four knobs of this notebook; it starts at the exploding
+# setting. Things to try: lower `init_scale` to 1.0 (trains) and 0.8 (stuck at 2.30); at `init_scale` 1.1,
+# raise `lr` until the run diverges; set `depth` to 10 and find how large `init_scale` can get before it
+# diverges; switch `activation` to tanh. Moving `init_scale` or `lr` reuses the compiled step (instant); a
+# new `depth` or `activation` compiles once (a few seconds).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explore = panel(
+    data,
+    model=ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2),
+    config=TrainConfig(lr=0.01, steps=300),
+    controls=["depth", "init_scale", "activation", "lr"],
+    title="exploding gradients: a deep MLP on digits, plain SGD",
+)
+explore
+
+# %% [markdown]
+# ## Claim vs measurement
+#
+# > "If the result of the gradient computation exceeds the model's input range, gradient explosion occurs."
+#
+# Nothing in backprop compares a gradient with the range of the inputs. Two measurements:
+
+# %%
+h_ok = runs["relu, init_scale 1.0"][1]
+factor_01 = np.exp(-np.polyfit(layers, np.log([float(jnp.linalg.norm(d)) for d in backprop_jit(Ws_12, x, y)[0]]), 1)[0])
+factor_255 = np.exp(
+    -np.polyfit(layers, np.log([float(jnp.linalg.norm(d)) for d in backprop_jit(Ws_12, 255 * x, y)[0]]), 1)[0]
+)
+print(
+    f"init_scale 1.0 (trains): largest global gradient norm during training {np.max(h_ok.grad_norm):.1f}, "
+    f"kernel gradients at step 0 from {profiles[1.0]['kernel'].min():.2f} to {profiles[1.0]['kernel'].max():.2f}\n"
+    f"init_scale 1.2: backward factor per layer {factor_01:.3f} with inputs in [0, 1], "
+    f"{factor_255:.3f} with inputs in [0, 255]"
+)
+assert 35 < np.max(h_ok.grad_norm) < 40 and 2.1 < profiles[1.0]["kernel"].max() < 2.3
+assert abs(factor_01 / factor_255 - 1) < 0.02
+
+# %% [markdown]
+# - The network that trains has gradients far outside its inputs' range $[0, 1]$ (global norms up to 38 during
+#   training, kernel gradients up to 2.2 at step 0), and nothing goes wrong.
+# - Stretching the input range from $[0, 1]$ to $[0, 255]$ leaves the growth factor per layer at 1.2. What
+#   multiplies is the chain of Jacobians $W_l^\top D_l$, each of which scales the backpropagated signal by about
+#   `init_scale` (for ReLU with He's variance); the gradient explodes when that factor is above 1 and the chain is
+#   long. Input scale matters elsewhere (it scales the logits and the first layer's gradient), but it is not the
+#   mechanism.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** A ReLU MLP with 20 hidden layers, He initialisation. According to the variance argument (ignore the
+# change of the softmax error), which `init_scale` makes the first layer's weight gradient 1000 times larger than
+# at `init_scale = 1`?
+
+# %%
+answer = ...
+ok = ex.check_scale_for_growth(answer)
+
+# %% [markdown]
+# **2.** Same network, `activation="linear"` (no activation at all), still `init="he"` with `init_scale = 1`.
+# By what factor per layer does the norm of the backpropagated signal $\delta_l$ grow towards the input?
+# Derive it from the variance argument, then measure it with `deltas_by_probe` if you like.
+
+# %%
+answer = ...
+ok = ex.check_linear_factor(answer)
+
+# %% [markdown]
+# **3.** Adapt `backprop` to a tanh network: write `backprop_tanh(Ws, x, y)` that returns the kernel gradients
+# $\partial\mathcal{L}/\partial W_l$ of `loss = cross-entropy(forward(Ws, x, act=jnp.tanh))`, ordered input ->
+# output, without calling `jax.grad`. The checker compares it with `jax.grad` on a random network.
+
+
+# %%
+def backprop_tanh(Ws, x, y):
+    """Your code: the kernel gradients dL/dW_l of the tanh network, ordered input -> output."""
+    ...
+
+
+ok = ex.check_backprop_tanh(backprop_tanh)
+
+# %% [markdown]
+# ## Takeaways
+#
+# - Backprop multiplies the output error by one Jacobian $W_l^\top D_l$ per layer. With
+#   $\mathrm{Var}(W) = s^2\cdot 2/\text{fan\_in}$ and ReLU, each multiplies its norm by $s$: measured within 1 %.
+# - At initialisation every layer's *kernel* gradient has about the same size (the growing $\delta_l$ meets a
+#   shrinking input $h_{l-1}$); the common size grows as $s^L$ with depth and `init_scale`. A 20 % excess at
+#   depth 30 gives gradients hundreds of times larger, and SGD turns the loss into NaN at step 2.
+# - Below 1, the same product vanishes: the loss stays at $\ln 10$. He's $s = 1$ is the critical value for ReLU
+#   (notebook 02 derives it and its siblings).
+# - Bounded activations (tanh) keep the loss finite and slow the growth, but do not remove it.
+# - "The gradient exceeds the input range" is not what causes an explosion; a long product of factors above 1 is.

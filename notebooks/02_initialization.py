@@ -1,0 +1,699 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Initialization
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/taming-gradients/taming-gradients/blob/main/notebooks/02_initialization.ipynb)
+#
+# The three classic initialisations, LeCun, Xavier/Glorot and He, come from one variance argument applied to
+# different activations. After this notebook you can derive each of them, say which activation it is for,
+# predict layer by layer what a 50-layer network does to its signal and its gradient at initialisation, and
+# pick the `init_scale` at which a deep network is critical: neither exploding nor vanishing.
+
+# %%
+# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "flax>=0.12.12",
+            "git+https://github.com/taming-gradients/taming-gradients",
+        ],
+        check=True,
+    )
+
+# %%
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from IPython.display import display
+
+from helpers.data import load_digits
+from helpers.diagnostics import activation_stats
+from helpers.exercises import initialization as ex
+from helpers.models import ModelConfig
+from helpers.plots import COLORS, LAYER_AXIS, compare_histories, series
+from helpers.train import TrainConfig, train
+from helpers.widgets import panel
+
+data = load_digits(seed=0)
+x = jnp.asarray(data.x_train[:256].reshape(256, -1))  # 256 digits, 8x8 pixels flattened, values in [0, 1]
+y = jnp.asarray(data.y_train[:256])
+print(f"{len(data.x_train)} training digits; a batch x of shape {x.shape}")
+
+# %% [markdown]
+# ## Predict first
+#
+# An MLP with 50 hidden layers of 128 units, zero biases, initialised with each of the three rules below, once
+# with tanh and once with ReLU: six networks. For each one, guess before running anything:
+#
+# 1. Does the signal reaching layer 50 keep its size, shrink towards 0, or blow up?
+# 2. Does the gradient reaching layer 1 keep its size, shrink, or blow up?
+# 3. Which of the six train (on a 20-layer version)?
+#
+# | rule | $\mathrm{Var}(W)$ | paper |
+# |---|---|---|
+# | LeCun | $1/\text{fan\_in}$ | LeCun et al. 1998, "Efficient BackProp" |
+# | Xavier / Glorot | $2/(\text{fan\_in} + \text{fan\_out})$ | Glorot & Bengio 2010 |
+# | He / Kaiming | $2/\text{fan\_in}$ | He et al. 2015 |
+
+# %% [markdown]
+# ## Variance propagation, forward and backward
+#
+# A layer computes $z_l = h_{l-1} W_l$ and $h_l = \phi(z_l)$, with $n_{l-1}$ inputs (fan-in) and $n_l$ outputs
+# (fan-out). Assume the weights are independent, zero-mean, independent of the signal, and write
+# $\sigma_l^2 = n_{l-1}\mathrm{Var}(W_l)$.
+#
+# **Forward.** $z_{l,j} = \sum_i h_{l-1,i} W_{l,ij}$ is a sum of $n_{l-1}$ independent zero-mean terms, so
+# $q_l := \mathbb{E}[z_l^2] = \sigma_l^2\,\mathbb{E}[h_{l-1}^2] = \sigma_l^2\,\mathbb{E}[\phi(z_{l-1})^2]$.
+# For large width, $z_l$ is close to Gaussian, $N(0, q_l)$; this is the mean-field approximation (Poole et al.
+# 2016; Schoenholz et al. 2017).
+#
+# **Backward.** $\delta_l = \partial\mathcal{L}/\partial z_l$ satisfies
+# $\delta_{l,i} = \phi'(z_{l,i}) \sum_j W_{l+1,ij}\,\delta_{l+1,j}$. Treating $W_{l+1}$ as independent of
+# $\delta_{l+1}$ and summing over the $n_l$ units,
+# $\mathbb{E}\|\delta_l\|^2 = \chi_l\,\|\delta_{l+1}\|^2$ with $\chi_l = \sigma_{l+1}^2\,\mathbb{E}[\phi'(z_l)^2]$.
+# The gradient reaching layer 1 is the head's error times $\prod_l \sqrt{\chi_l}$.
+#
+# **The three rules** make one of these factors 1 for a particular activation:
+#
+# - **ReLU**: $\mathbb{E}[\mathrm{relu}(z)^2] = q/2$ and $\mathbb{E}[\mathrm{relu}'(z)^2] = 1/2$ exactly (half
+#   of a symmetric distribution is cut). Both conditions give $\sigma^2 = 2$: **He**, $\mathrm{Var}(W) =
+#   2/\text{fan\_in}$. (He et al. note that $2/\text{fan\_out}$, from the backward condition, works as well;
+#   with equal widths it is the same.)
+# - **tanh** near 0: $\tanh(z) \approx z$ and $\tanh'(z) \approx 1$, so forward wants $\mathrm{Var}(W) =
+#   1/\text{fan\_in}$ (**LeCun**) and backward $1/\text{fan\_out}$. **Xavier/Glorot** takes the compromise
+#   $2/(\text{fan\_in}+\text{fan\_out})$. When fan-in equals fan-out these three tanh rules are the same
+#   number: in our MLP, Xavier and LeCun differ only in the first layer (64 -> 128) and the head (128 -> 10).
+#
+# Since $\tanh$ is not linear, the tanh case is not exact: with $\sigma^2 = 1$ the signal shrinks slowly while
+# $\chi_l \to 1$ (the "edge of chaos"); with $\sigma^2 > 1$ the signal settles at a fixed point $q^* > 0$ and
+# gradients grow by $\sqrt{\chi^*} > 1$ per layer (the "chaotic phase"). The code below computes the
+# recursion numerically.
+
+# %% [markdown]
+# ## The three rules by hand, checked against `jax.nn.initializers`
+
+
+# %%
+def lecun_std(fan_in, fan_out):
+    return np.sqrt(1 / fan_in)
+
+
+def xavier_std(fan_in, fan_out):
+    return np.sqrt(2 / (fan_in + fan_out))
+
+
+def he_std(fan_in, fan_out):
+    return np.sqrt(2 / fan_in)
+
+
+STD = {"lecun": lecun_std, "xavier": xavier_std, "he": he_std}
+
+
+def init_normal(key, shape, rule, init_scale=1.0):
+    """A kernel of shape (fan_in, fan_out) with std = init_scale * STD[rule](fan_in, fan_out), normal."""
+    return init_scale * STD[rule](*shape) * jax.random.normal(key, shape)
+
+
+key, shape = jax.random.key(0), (64, 128)
+jax_normal = {  # JAX's variance_scaling with an untruncated normal: the same rules
+    "lecun": jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
+    "xavier": jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal"),
+    "he": jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+}
+exact = {rule: float(jnp.max(jnp.abs(init_normal(key, shape, rule) - f(key, shape)))) for rule, f in jax_normal.items()}
+big = (500, 500)
+named = {
+    "lecun": jax.nn.initializers.lecun_normal(),
+    "xavier": jax.nn.initializers.glorot_normal(),
+    "he": jax.nn.initializers.he_normal(),
+}
+lines = [f"by hand vs variance_scaling(..., 'normal'), same key: largest difference {max(exact.values()):.0e}", ""]
+lines.append("rule     formula std   lecun_normal & co: std   largest |w| / formula std")
+for rule, f in named.items():
+    w = f(key, big)
+    lines.append(
+        f"{rule:7s}  {STD[rule](*big):11.4f}   {float(w.std()):22.4f}   {float(jnp.abs(w).max()) / STD[rule](*big):25.3f}"
+    )
+print("\n".join(lines))
+assert max(exact.values()) < 1e-6
+for rule, f in named.items():
+    w = f(key, big)
+    assert abs(float(w.std()) / STD[rule](*big) - 1) < 0.01 and float(jnp.abs(w).max()) / STD[rule](*big) < 2 / 0.8796
+
+# %% [markdown]
+# By hand, each rule is one line, and it matches JAX's `variance_scaling` with a normal distribution to the
+# last bit. The named initialisers `jax.nn.initializers.lecun_normal`, `glorot_normal` and `he_normal` have
+# the same variance (within 1 % on 250 000 draws) but a **truncated** normal: no weight is further than
+# $2/0.8796 \approx 2.274$ standard deviations from 0 (JAX rescales the truncated normal to keep the variance).
+# `helpers.models` uses the untruncated normal, as above; only the variance matters for the argument.
+
+# %%
+helper_std = {}
+for rule in STD:
+    model = ModelConfig(depth=2, width=128, init=rule).build(data.image_shape, data.num_classes)
+    helper_std[rule] = [float(b.layer.kernel[...].std()) for b in model.blocks] + [float(model.head.kernel[...].std())]
+lines = [
+    f"helpers, init={rule:6s}: kernel std {np.round(v, 4)}, formula {np.round([STD[rule](64, 128), STD[rule](128, 128), STD[rule](128, 10)], 4)}"
+    for rule, v in helper_std.items()
+]
+print("\n".join(lines))
+for rule, stds in helper_std.items():
+    expected = [STD[rule](64, 128), STD[rule](128, 128), STD[rule](128, 10)]
+    assert np.allclose(stds, expected, rtol=0.15), (rule, stds, expected)
+assert lecun_std(128, 128) == xavier_std(128, 128)
+
+# %% [markdown]
+# ## Mean-field theory next to a 50-layer network
+#
+# The recursion of the previous section, in numpy: Gaussian expectations by Gauss-Hermite quadrature (with an
+# even number of nodes it is exact for ReLU, whose kink sits between the nodes).
+
+# %%
+nodes, weights = np.polynomial.hermite_e.hermegauss(100)  # E[f(xi)], xi ~ N(0, 1), = sum(weights * f(nodes))
+weights = weights / weights.sum()
+PHI = {  # activation and its derivative, in numpy
+    "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0) * 1.0),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+}
+
+
+def mean_field(sigma2, q1, activation):
+    """Predicted RMS(h_l) and chi_l for l = 1..L, from sigma2[l] = fan_in * Var(W_l) (head last) and q1 = E[z_1^2]."""
+    phi, dphi = PHI[activation]
+    q, rms, chi = q1, [], []
+    for s2_next in sigma2[1:]:
+        z = np.sqrt(q) * nodes
+        rms.append(np.sqrt(np.sum(weights * phi(z) ** 2)))
+        chi.append(s2_next * np.sum(weights * dphi(z) ** 2))
+        q = s2_next * rms[-1] ** 2
+    return np.array(rms), np.array(chi)
+
+
+DEPTH, WIDTH = 50, 128
+sizes = [64] + [WIDTH] * DEPTH + [data.num_classes]
+mean_sq_x = float(jnp.mean(jnp.sum(x**2, axis=1)))  # E||x||^2: with Var(W_1), it gives q_1
+
+
+def theory(rule, activation, init_scale=1.0):
+    """Mean-field predictions for our network: RMS(h_l) and the factors chi_l."""
+    sigma2 = [m * (init_scale * STD[rule](m, n)) ** 2 for m, n in zip(sizes[:-1], sizes[1:], strict=True)]
+    return mean_field(sigma2, sigma2[0] * mean_sq_x / sizes[0], activation)
+
+
+lines = ["rule    activation  sigma^2 (hidden)  predicted RMS(h_50)  predicted ||dL/dz_1|| / ||dL/dz_head||"]
+for rule in STD:
+    for activation in PHI:
+        rms_th, chi = theory(rule, activation)
+        lines.append(
+            f"{rule:7s} {activation:10s}  {WIDTH * STD[rule](WIDTH, WIDTH) ** 2:16.0f}  {rms_th[-1]:19.3g}  "
+            f"{np.sqrt(np.prod(chi)):.3g}"
+        )
+print("\n".join(lines))
+
+# %% [markdown]
+# Now the measurement, on 8 random networks per rule, because a single network at finite width drifts away
+# from the mean-field average (more on that below). One set of standard-normal draws is scaled by each rule,
+# so the networks of different rules differ only in their variances. As in notebook 01, a zero "probe" added
+# to each $z_l$ gives $\delta_l$ by `jax.grad`; `jax.vmap` runs the 8 networks in one call.
+
+# %%
+NETS = 8
+rng = np.random.default_rng(0)
+draws = [
+    jnp.asarray(rng.standard_normal((NETS, m, n)), jnp.float32) for m, n in zip(sizes[:-1], sizes[1:], strict=True)
+]
+
+
+def kernels(rule, init_scale=1.0):
+    """The 8 networks' kernels for `rule`: a list of (NETS, fan_in, fan_out) arrays, input -> output."""
+    return [init_scale * STD[rule](*d.shape[1:]) * d for d in draws]
+
+
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+
+
+def measure(Ws, x, y, activation):
+    """One network, per layer: RMS(h_l), ||dL/dz_l||, ||dL/dW_l||, dead fraction, mean cosine between examples."""
+    act = ACTIVATIONS[activation]
+
+    def loss(Ws, probes):
+        h, hs = x, []
+        for W, p in zip(Ws[:-1], probes[:-1], strict=True):
+            h = act(h @ W + p)
+            hs.append(h)
+        return optax.softmax_cross_entropy_with_integer_labels(h @ Ws[-1] + probes[-1], y).mean(), hs
+
+    probes = [jnp.zeros((x.shape[0], W.shape[1])) for W in Ws]
+    (_, hs), (dW, dz) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(Ws, probes)
+    b = x.shape[0]
+    unit = [h / jnp.maximum(jnp.linalg.norm(h, axis=1, keepdims=True), 1e-30) for h in hs]
+    return dict(
+        rms=jnp.stack([jnp.sqrt(jnp.mean(h**2)) for h in hs]),
+        dz=jnp.stack([jnp.linalg.norm(d) for d in dz]),
+        dW=jnp.stack([jnp.linalg.norm(d) for d in dW]),
+        dead=jnp.stack([jnp.mean(jnp.all(h == 0, axis=0)) for h in hs]),
+        cosine=jnp.stack([(jnp.sum(jnp.sum(u, axis=0) ** 2) - b) / (b * (b - 1)) for u in unit]),  # mean over pairs
+    )
+
+
+measure_nets = jax.jit(jax.vmap(measure, in_axes=(0, None, None, None)), static_argnums=3)
+
+
+def rms_over_nets(values):
+    """Root-mean-square over the networks (axis 0): the mean-field theory predicts second moments."""
+    return np.sqrt(np.mean(np.asarray(values) ** 2, axis=0))
+
+
+def gradient_theory(chi):
+    """Predicted ||dL/dz_l|| / ||dL/dz_head|| for l = 1..L+1: the product of sqrt(chi_k) for k >= l."""
+    return np.sqrt(np.append(np.cumprod(chi[::-1])[::-1], 1.0))
+
+
+results = {(rule, act): jax.tree.map(np.asarray, measure_nets(kernels(rule), x, y, act)) for act in PHI for rule in STD}
+
+layers = np.arange(1, DEPTH + 2)  # 1..50 hidden, 51 = head
+fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=90, layout="constrained")
+for row, act in enumerate(PHI):
+    for rule, color in zip(STD, series(3), strict=True):
+        r, (rms_th, chi) = results[(rule, act)], theory(rule, act)
+        amp = r["dz"] / r["dz"][:, -1:]
+        for ax, xs, values, th in [
+            (axes[row, 0], layers[:-1], r["rms"], rms_th),
+            (axes[row, 1], layers, amp, gradient_theory(chi)),
+        ]:
+            ax.fill_between(xs, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
+            ax.plot(xs, rms_over_nets(values), "o", ms=3, color=color, label=f"{rule}: {NETS} networks (RMS, range)")
+            ax.plot(xs, th, "--", lw=1, color=COLORS["theory"])
+    axes[row, 0].set(title=f"{act}: forward, RMS of h_l", ylabel="RMS of h_l (log scale)")
+    axes[row, 1].set(title=f"{act}: backward, ||dL/dz_l|| / ||dL/dz_head||", ylabel="gradient ratio (log scale)")
+for ax in axes.flat:
+    ax.set(yscale="log", xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head")
+    ax.plot([], [], "--", color=COLORS["theory"], label="mean-field theory")
+    ax.legend(fontsize=7)
+fig.suptitle(f"MLP, depth {DEPTH}, width {WIDTH}, 256 digits, init_scale 1: theory (dashed) vs measurement")
+plt.show()
+
+# %%
+lines = ["rule    activation  RMS(h_50): theory, 8 nets (RMS), range      grad ratio layer 1: theory, 8 nets, range"]
+mean_dev, single_range, predicted = {}, {}, []
+for act in PHI:
+    for rule in STD:
+        r, (rms_th, chi) = results[(rule, act)], theory(rule, act)
+        amp, amp_th = r["dz"] / r["dz"][:, -1:], gradient_theory(chi)
+        ratios = np.concatenate([rms_over_nets(r["rms"]) / rms_th, rms_over_nets(amp) / amp_th])
+        mean_dev[(rule, act)] = np.exp(np.max(np.abs(np.log(ratios))))
+        single = np.concatenate([(r["rms"] / rms_th).ravel(), (amp / amp_th).ravel()])
+        single_range[(rule, act)] = (single.min(), single.max())
+        predicted.append(np.concatenate([rms_th, amp_th]))
+        lines.append(
+            f"{rule:7s} {act:10s}  {rms_th[-1]:8.2g} {rms_over_nets(r['rms'])[-1]:8.2g} "
+            f"{r['rms'][:, -1].min():8.2g}..{r['rms'][:, -1].max():<8.2g}     "
+            f"{amp_th[0]:8.2g} {rms_over_nets(amp)[0]:8.2g} {amp[:, 0].min():8.2g}..{amp[:, 0].max():.2g}"
+        )
+predicted = np.concatenate(predicted)
+lines.append(
+    f"over all layers: the 8-network RMS is within x{max(mean_dev.values()):.2f} of theory; single ReLU "
+    f"networks from x{min(v[0] for (_, a), v in single_range.items() if a == 'relu'):.2f} to "
+    f"x{max(v[1] for (_, a), v in single_range.items() if a == 'relu'):.2f}; "
+    f"the predictions span {np.ptp(np.log10(predicted)):.0f} decades"
+)
+print("\n".join(lines))
+
+# %% [markdown]
+# Over all 101 points of each of the six profiles, the root-mean-square of the 8 networks is within a factor
+# 1.3 of the mean-field prediction, while the predictions span 9 decades. What they say:
+#
+# - **ReLU + He** is critical: on average, signal and gradient keep their size over 50 layers.
+# - **ReLU + LeCun / Xavier** ($\sigma^2 = 1$) lose a factor $\sqrt{1/2}$ per layer both ways: after 50 layers
+#   the signal is about $3\cdot10^{-8}$ of He's ($2^{-25}$), and so is the gradient reaching layer 1. Xavier and LeCun are the
+#   same curve up to the first layer's and the head's factors.
+# - **tanh + LeCun / Xavier** is at the edge of chaos: the signal decays slowly (RMS 0.1 at layer 50), and the
+#   gradient at layer 1 is 0.2 to 0.4 of the head's, not $10^{-8}$.
+# - **tanh + He** ($\sigma^2 = 2$) is in the chaotic phase: the signal settles at RMS 0.56 and the gradient
+#   grows by $\sqrt{\chi^*}\approx 1.05$ per layer: 14 times over 50 layers in theory, 16 measured.
+#
+# The shaded bands show the other half of the truth: a *single* ReLU network at depth 50 and width 128 can be
+# 6 times off the prediction at some layer (from 0.17 to 2.3 times it). Each layer multiplies the norm by a
+# random factor close to its mean, so the log of the norm does a random walk whose variance grows like
+# depth/width (Hanin 2018; Hanin & Rolnick 2018). Mean-field theory is exact for the average over networks
+# as the width grows; a wider or shallower network is closer to it. tanh networks scatter much less.
+
+# %%
+assert max(mean_dev.values()) < 1.32 and 8.5 < np.ptp(np.log10(predicted)) < 9.5
+he_r, lecun_r = results[("he", "relu")], results[("lecun", "relu")]
+assert 0.7 < rms_over_nets(he_r["rms"])[-1] / rms_over_nets(he_r["rms"])[0] < 1.4
+assert 2e-8 < rms_over_nets(lecun_r["rms"])[-1] / rms_over_nets(he_r["rms"])[-1] < 4e-8
+assert 2e-8 < rms_over_nets(lecun_r["dz"] / lecun_r["dz"][:, -1:])[0] < 4e-8
+t_lecun, t_xavier, t_he = (results[(r, "tanh")] for r in STD)
+assert 0.08 < rms_over_nets(t_lecun["rms"])[-1] < 0.12
+assert all(0.2 < rms_over_nets(t["dz"] / t["dz"][:, -1:])[0] < 0.4 for t in (t_lecun, t_xavier))
+assert abs(rms_over_nets(t_he["rms"])[-1] - 0.56) < 0.02 and abs(np.sqrt(theory("he", "tanh")[1][-1]) - 1.05) < 0.01
+assert (
+    15 < rms_over_nets(t_he["dz"] / t_he["dz"][:, -1:])[0] < 17
+    and 13.5 < gradient_theory(theory("he", "tanh")[1])[0] < 14.5
+)
+assert 0.15 < single_range[("he", "relu")][0] < 0.2 and 2.1 < single_range[("he", "relu")][1] < 2.4
+assert all(0.5 < lo and hi < 1.5 for (_, a), (lo, hi) in single_range.items() if a == "tanh")
+
+# %% [markdown]
+# The same with `helpers`: `ModelConfig(depth=50, width=128, init=rule, activation=act)` builds each network
+# with Flax, and `helpers.diagnostics.activation_stats` gives each layer's mean and standard deviation, hence
+# its RMS, $\sqrt{\text{mean}^2 + \text{std}^2}$. One more random network per case, so at layer 50 it should
+# land within the scatter of single networks measured above, not on the line:
+
+# %%
+lines = ["helpers network    RMS(h_50)   / theory   single networks above: range of measured / theory"]
+for act in PHI:
+    for rule in STD:
+        net = ModelConfig(depth=DEPTH, width=WIDTH, init=rule, activation=act).build(data.image_shape, data.num_classes)
+        stats = activation_stats(net, data.x_train[:256])
+        rms_50 = float(np.sqrt(stats.mean[-1] ** 2 + stats.std[-1] ** 2))
+        ratio_50, (lo, hi) = rms_50 / theory(rule, act)[0][-1], single_range[(rule, act)]
+        lines.append(f"{act} + {rule:6s}   {rms_50:10.3g}   {ratio_50:8.2f}   {lo:.2f} .. {hi:.2f}")
+        assert lo <= ratio_50 <= hi, (rule, act, ratio_50)
+print("\n".join(lines))
+
+# %% [markdown]
+# ## A sweep of `init_scale`: where is the critical value?
+#
+# Now fix the rule (He's variance times `init_scale`$^2$) and the depth (50), and sweep `init_scale`. The
+# critical value is where the predicted factor per layer is 1: `init_scale` = 1 for ReLU, and
+# $1/\sqrt2 \approx 0.71$ for tanh ($\sigma^2 = 1$, which is LeCun's rule). The theory line is the head's error
+# times $\prod_l\sqrt{\chi_l}$; the hollow points are the first layer's kernel gradient
+# $\|\partial\mathcal{L}/\partial W_1\|$, which is what SGD actually uses. Points are the RMS over the 8
+# networks.
+
+# %%
+sweep = np.linspace(0.5, 1.5, 7)
+swept = {act: [jax.tree.map(np.asarray, measure_nets(kernels("he", s), x, y, act)) for s in sweep] for act in PHI}
+critical = {"relu": 1.0, "tanh": 1 / np.sqrt(2)}
+first = {  # measured ||dL/dz_1||, its theory, measured ||dL/dW_1||: RMS over the networks, one per init_scale
+    act: np.array(
+        [
+            [
+                rms_over_nets(r["dz"][:, 0]),
+                rms_over_nets(r["dz"][:, -1]) * gradient_theory(theory("he", act, s)[1])[0],
+                rms_over_nets(r["dW"][:, 0]),
+            ]
+            for r, s in zip(swept[act], sweep, strict=True)
+        ]
+    )
+    for act in PHI
+}
+
+fig, ax = plt.subplots(figsize=(8, 4.2), dpi=90, layout="constrained")
+for act, color in zip(PHI, series(2), strict=True):
+    ax.plot(sweep, first[act][:, 0], "o", color=color, label=f"{act}: ||dL/dz_1|| measured")
+    ax.plot(sweep, first[act][:, 1], "--", lw=1.2, color=color, label=f"{act}: theory")
+    ax.plot(sweep, first[act][:, 2], "o", mfc="none", color=color, label=f"{act}: ||dL/dW_1|| measured")
+    ax.axvline(critical[act], ls=":", color=color, lw=1.5, label=f"{act}: critical init_scale {critical[act]:.2f}")
+ax.set(
+    yscale="log",
+    xlabel="init_scale (times He's standard deviation)",
+    ylabel="first-layer gradient norm (log scale)",
+    title=f"first-layer gradient vs init_scale, depth {DEPTH}, width {WIDTH}",
+)
+ax.legend(fontsize=8, ncol=2)
+plt.show()
+
+# %%
+ratio = {act: first[act][:, 0] / first[act][:, 1] for act in PHI}
+span = np.log10(max(f[:, 0].max() for f in first.values()) / min(f[:, 0].min() for f in first.values()))
+lines = ["init_scale   relu: measured / theory   tanh: measured / theory"]
+lines += [f"{s:10.3f}   {ratio['relu'][i]:23.2f}   {ratio['tanh'][i]:23.2f}" for i, s in enumerate(sweep)]
+lines.append(f"the measured first-layer gradients span {span:.0f} decades")
+print("\n".join(lines))
+assert np.all(np.abs(np.log(np.concatenate(list(ratio.values())))) < np.log(1.3)) and span > 20
+
+# %% [markdown]
+# The first-layer gradient spans more than 20 decades over this sweep and the theory follows it within a
+# factor 1.3. Left of the critical value it vanishes, right of it it explodes; the further from critical, the
+# faster, and the deeper the network, the narrower the usable window around it. For ReLU the decay and growth
+# are exactly geometric ($\sqrt{\chi} = $ `init_scale`); for tanh they are gentler, because saturation lowers
+# $\mathbb{E}[\tanh'^2]$ as the weights grow.
+#
+# ## Dead ReLUs, layer by layer
+#
+# A ReLU unit is "dead" on a batch when it outputs 0 for every example. Below, the fraction of dead units per
+# layer (mean over the 8 networks and its range) for every `init_scale` of the sweep, and the mean cosine
+# similarity between the 256 examples' representations $h_l$.
+
+# %%
+fig, (ax_dead, ax_cos) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, layout="constrained")
+relu_color, tanh_color = series(2)
+for i, r in enumerate(swept["relu"]):  # one line per init_scale, drawn over each other: they coincide
+    ax_dead.plot(
+        layers[:-1],
+        r["dead"].mean(0),
+        "-",
+        lw=1.5,
+        color=relu_color,
+        label=f"relu, init_scale {sweep[0]:.1f} .. {sweep[-1]:.1f} (mean)" if i == 0 else None,
+    )
+ax_dead.fill_between(
+    layers[:-1],
+    r["dead"].min(0),
+    r["dead"].max(0),
+    color=relu_color,
+    alpha=0.2,
+    lw=0,
+    label=f"relu, range over {NETS} networks",
+)
+ax_dead.plot(layers[:-1], results[("he", "tanh")]["dead"].mean(0), "o", ms=3, color=tanh_color, label="tanh (any init)")
+ax_dead.set(
+    xlabel=LAYER_AXIS,
+    ylabel="fraction of units dead on the batch",
+    ylim=(-0.02, 0.6),
+    title=f"dead units: {len(sweep)} init_scales, one curve",
+)
+ax_dead.legend(fontsize=8)
+
+
+def arccos_map(c):
+    """Cosine between two ReLU outputs given the cosine c of their (jointly Gaussian) inputs (Cho & Saul 2009)."""
+    c = np.clip(c, -1, 1)
+    return (np.sqrt(1 - c**2) + (np.pi - np.arccos(c)) * c) / np.pi
+
+
+x_unit = np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)
+pairs, cos_th = x_unit @ x_unit.T, []
+for _ in range(DEPTH):
+    pairs = arccos_map(pairs)
+    cos_th.append((pairs.sum() - len(pairs)) / (len(pairs) * (len(pairs) - 1)))
+cos_th = np.array(cos_th)
+for (label, r), color in zip(
+    [
+        ("relu (any init)", results[("he", "relu")]),
+        ("tanh + LeCun", results[("lecun", "tanh")]),
+        ("tanh + He", results[("he", "tanh")]),
+    ],
+    series(3),
+    strict=True,
+):
+    ax_cos.plot(layers[:-1], r["cosine"].mean(0), "o", ms=3, color=color, label=f"{label}: measured")
+ax_cos.plot(layers[:-1], cos_th, "--", color=COLORS["theory"], label="relu: arc-cosine theory")
+ax_cos.set(
+    xlabel=LAYER_AXIS, ylabel="mean cosine between examples' h_l", title="how alike the 256 digits look, per layer"
+)
+ax_cos.legend(fontsize=8)
+plt.show()
+
+# %%
+dead = np.array([r["dead"] for r in swept["relu"]])  # (init_scales, networks, layers)
+dead_mean = dead[0].mean(0)
+cos_relu = results[("he", "relu")]["cosine"].mean(0)
+same = bool(np.all(dead == dead[0]) and all(np.array_equal(results[(r, "relu")]["dead"], dead[0]) for r in STD))
+print(
+    f"dead fraction (mean of {NETS} networks) in layers 1, 10, 30, 50: {np.round(dead_mean[[0, 9, 29, 49]], 2)}; "
+    f"identical for all {len(sweep)} init_scales and 3 rules, network by network: {same}\n"
+    f"mean cosine, layer 30: relu measured {cos_relu[29]:.3f}, theory {cos_th[29]:.3f}; "
+    f"tanh + He {results[('he', 'tanh')]['cosine'].mean(0)[29]:.2f}"
+)
+assert same
+assert dead_mean[0] < 0.1 and 0.35 < dead_mean[-1] < 0.5 and np.all(results[("he", "tanh")]["dead"] == 0)
+assert np.max(np.abs(cos_relu - cos_th)) < 0.03 and 0.97 < cos_th[29] < 0.98 and 0.985 < cos_relu[29] < 0.995
+
+# %% [markdown]
+# - The dead fraction grows from a few per cent in layer 1 to about 40 % in layer 50, and in every network
+#   it is **identical** for every `init_scale` and every rule: with zero biases, multiplying a layer's weights
+#   by a positive number never changes a sign. Dead units at initialisation are a property of depth, not of
+#   the scale.
+# - Why depth: the examples' representations line up, layer after layer (cosine 0.99 at layer 30). When all
+#   256 inputs of a unit point nearly the same way, its pre-activation has the same sign for all of them, so
+#   a unit tends to be either on for the whole batch or off for the whole batch. The arc-cosine kernel of an
+#   infinitely wide ReLU layer (Cho & Saul 2009) predicts the mean cosine within 0.03 at every layer; in the
+#   deep layers the width-128 networks align a little faster (0.988 vs 0.978 at layer 30).
+# - tanh has no dead units, and in its chaotic phase (He) it decorrelates the examples instead.
+
+# %% [markdown]
+# ## Training each rule on digits
+#
+# A 20-layer version (same width, same rules, `init_scale = 1`), plain SGD with `lr = 0.01`, 300 steps of 64
+# digits.
+
+# %%
+train_depth, config = 20, TrainConfig(lr=0.01, steps=300)
+runs = {}
+for act in PHI:
+    for rule in STD:
+        cfg = ModelConfig(depth=train_depth, width=WIDTH, init=rule, activation=act)
+        runs[(rule, act)] = train(cfg.build(data.image_shape, data.num_classes), data, config)
+print("\n".join(f"{act} + {rule}: {h.summary()}" for (rule, act), h in runs.items()))
+for act in PHI:
+    fig = compare_histories(
+        {rule: runs[(rule, act)] for rule in STD},
+        title=f"{act}, {train_depth} hidden layers, SGD lr {config.lr}, by init rule",
+    )
+    display(fig)
+
+# %% [markdown]
+# - **ReLU + LeCun / Xavier** stall at $\ln 10\approx 2.30$, the loss of a uniform guess: at depth 20 the
+#   gradient reaching the first layer is $2^{-10}\approx10^{-3}$ of the head's (He: about 1), and at step 0
+#   their first-layer kernel gradient is below 1/1000 of He's. **ReLU + He** trains (final loss below 0.2).
+# - **tanh** trains with every rule. Here He's larger variance trains fastest (final loss below 0.05) although
+#   it is on the chaotic side: at depth 20 its gradient growth ($1.05^{20}\approx 2.7$) is harmless and the
+#   larger gradients make faster progress at this fixed `lr`. Criticality keeps signals alive; it does not
+#   promise the fastest training.
+# - None of the six explodes at `init_scale = 1`. Explosion needs a factor above 1 per layer; notebook 01 gets
+#   it from ReLU + He at `init_scale = 1.2`.
+
+# %%
+final = {k: float(h.loss[-1]) for k, h in runs.items()}
+first_kernel = {rule: float(runs[(rule, "relu")].layer_grad_norms[0, 0]) for rule in STD}
+print("relu, first-layer kernel gradient at step 0:", {rule: f"{v:.2g}" for rule, v in first_kernel.items()})
+assert all(first_kernel[rule] < first_kernel["he"] / 1000 for rule in ("lecun", "xavier"))
+assert all(h.diverged_at is None for h in runs.values())
+assert all(abs(final[(rule, "relu")] - np.log(10)) < 0.02 for rule in ("lecun", "xavier"))
+assert final[("he", "relu")] < 0.2 and final[("he", "tanh")] < 0.05
+assert all(final[(rule, "tanh")] < 0.5 for rule in STD) and final[("he", "tanh")] == min(final.values())
+
+# %% [markdown]
+# ## Explore
+#
+# The panel trains the 20-layer network; it starts at ReLU + LeCun, which stalls. Try: `init` he (trains);
+# back to lecun with `init_scale` 1.4 ($\approx\sqrt2$: LeCun's variance times 2 is He's); `activation` tanh
+# with each `init`; `depth` 30 with ReLU + He at `init_scale` 1.1 (still trains) and 1.2 (explodes). Moving `init` or
+# `init_scale` reuses the compiled step; a new `depth` or `activation` compiles once (a few seconds).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+explore = panel(
+    data,
+    model=ModelConfig(depth=train_depth, width=WIDTH, init="lecun", activation="relu"),
+    config=config,
+    controls=["init", "init_scale", "depth", "activation"],
+    title="initialization: a deep MLP on digits, plain SGD",
+)
+explore
+
+# %% [markdown]
+# ## Claim vs measurement
+#
+# > "Normalize both the model's inputs and outputs to avoid exploding gradients."
+#
+# Normalising the inputs is good practice, but it sets the scale of the first layer only; the factor per
+# layer comes from the weights. Standardising every pixel (zero mean, unit variance over the training set) and
+# measuring the 50-layer networks again:
+
+# %%
+pixels = data.x_train.reshape(len(data.x_train), -1)
+mean, std = pixels.mean(0), pixels.std(0)
+x_std = jnp.asarray((np.asarray(x) - mean) / np.where(std > 0, std, 1.0))  # pixels that never vary stay 0
+lines = ["network                         ||dL/dz_1|| / ||dL/dz_head||:  pixels in [0, 1]   standardised pixels"]
+amps = {}
+for label, rule, act, s, raw in [  # the raw-pixel measurements are those of the sections above
+    ("relu + He, init_scale 1.5", "he", "relu", 1.5, swept["relu"][-1]),
+    ("relu + LeCun", "lecun", "relu", 1.0, results[("lecun", "relu")]),
+    ("tanh + He", "he", "tanh", 1.0, results[("he", "tanh")]),
+]:
+    standardised = measure_nets(kernels(rule, s), x_std, y, act)
+    a = [float(rms_over_nets(r["dz"][:, 0] / r["dz"][:, -1])) for r in (raw, standardised)]
+    amps[label] = a
+    lines.append(f"{label:30s}  {a[0]:40.3g}   {a[1]:19.3g}")
+print("\n".join(lines))
+for a_raw, a_std in amps.values():
+    assert 0.5 < a_std / a_raw < 2
+assert all(5e8 < a < 8e8 for a in amps["relu + He, init_scale 1.5"])
+assert (
+    all(1e-8 < a < 4e-8 for a in amps["relu + LeCun"])
+    and 15 < amps["tanh + He"][0] < 17
+    and 9 < amps["tanh + He"][1] < 11
+)
+
+# %% [markdown]
+# Standardised inputs change each amplification by less than a factor 2: the explosion ($6\cdot10^{8}$ at
+# `init_scale` 1.5), the vanishing ($2\cdot10^{-8}$) and tanh's chaotic growth (16, or 10 with standardised
+# pixels, which start the tanh layers more saturated) all stay. What prevents them at initialisation is a
+# per-layer factor of 1: the right variance for the activation (this notebook), or a normalisation inside
+# every layer (BatchNorm, notebook 06, which has its own story at initialisation). "Normalising the outputs"
+# refers to regression targets; for a classifier the softmax already bounds the error the head sends back
+# ($\|\mathrm{softmax} - \text{onehot}\| \le \sqrt2$ per example), and the amplification happens after that.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** He et al. (2015) also derived the rule for leaky ReLU, $\phi(z) = z$ for $z > 0$ and $a z$ otherwise.
+# For $a = 0.1$, which $\sigma^2 = \text{fan\_in}\cdot\mathrm{Var}(W)$ keeps the forward second moment
+# constant?
+
+# %%
+answer = ...
+ok = ex.check_leaky_relu_gain(answer)
+
+# %% [markdown]
+# **2.** A ReLU MLP built with `ModelConfig(init="lecun", init_scale=s)`, so $\mathrm{Var}(W) = s^2/\text{fan\_in}$.
+# Which `init_scale` makes it critical?
+
+# %%
+answer = ...
+ok = ex.check_lecun_relu_scale(answer)
+
+# %% [markdown]
+# **3.** By hand: write `my_glorot_uniform(key, shape)`, a uniform initialiser with Xavier/Glorot's variance
+# for a kernel of shape `(fan_in, fan_out)`, like `jax.nn.initializers.glorot_uniform()`. (For $U(-a, a)$,
+# $\mathrm{Var} = a^2/3$.)
+
+
+# %%
+def my_glorot_uniform(key, shape):
+    """Your code: a (fan_in, fan_out) array, uniform, with Var = 2 / (fan_in + fan_out)."""
+    ...
+
+
+ok = ex.check_glorot_uniform(my_glorot_uniform)
+
+# %% [markdown]
+# ## Takeaways
+#
+# - One argument gives all three rules: keep $\sigma^2\,\mathbb{E}[\phi(z)^2]/q$ (forward) and
+#   $\sigma^2\,\mathbb{E}[\phi'(z)^2]$ (backward) at 1. ReLU needs $\sigma^2 = 2$ (He); tanh near 0 needs
+#   $\sigma^2 = 1$ (LeCun forward, Xavier's compromise between forward and backward).
+# - With equal widths LeCun and Xavier are the same rule; they differ only where fan-in and fan-out differ.
+# - Mean-field theory predicts 50 layers of forward and backward norms, averaged over 8 networks, within a
+#   factor 1.3; a single network drifts from it randomly, more so the larger depth/width.
+# - The wrong rule for the activation is a factor per layer: ReLU with LeCun/Xavier loses $\sqrt2$ per layer and
+#   stalls at depth 20. `init_scale` moves you off critical in either direction, exponentially in depth.
+# - Dead ReLUs at initialisation come from depth (representations align), not from the weights' scale.
+# - JAX's named `*_normal` initialisers are truncated normals with the same variance.
