@@ -391,7 +391,7 @@ def _history(config: TrainConfig, names: list[str], rows: list[dict]) -> History
         loss=cat["loss"],
         grad_norm=cat["grad_norm"],
         layer_grad_norms=cat["layer_grad_norms"],
-        update_ratio=cat["update_ratio"],
+        update_ratio=np.where(cat["ok"][:, None], cat["update_ratio"], np.nan),  # no update was applied
         clipped=cat["clipped"].astype(bool),
         skipped=cat["skipped"].astype(bool),
         lr=cat["lr"],

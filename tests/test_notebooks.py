@@ -23,19 +23,22 @@ def _sanitizers():
     return [(re.compile(parser[s]["regex"]), parser[s]["replace"]) for s in parser.sections()]
 
 
-def _checked_outputs(cell) -> list[str]:
-    """The text nbval compares for a cell (images and widget views are not compared), sanitized."""
+def _checked_outputs(cell) -> str:
+    """The text nbval compares for a cell (images and widget views are not compared), sanitized.
+
+    Consecutive stream outputs are merged, as nbval does: how a kernel splits a stream depends on timing.
+    """
     texts = []
     for out in cell.get("outputs", []):
         if out["output_type"] == "stream":
-            texts.append(f"{out['name']}:{out['text']}")
+            if texts and texts[-1].startswith(f"{out['name']}:"):
+                texts[-1] += out["text"]
+            else:
+                texts.append(f"{out['name']}:{out['text']}")
         elif out["output_type"] in ("execute_result", "display_data"):
             data = out.get("data", {})
-            texts.extend(
-                f"{k}:{v}"
-                for k, v in sorted(data.items())
-                if not k.startswith(("image/", "application/vnd.jupyter.widget"))
-            )
+            skip = ("image/", "application/vnd.jupyter.widget")
+            texts.extend(f"{k}:{v}" for k, v in sorted(data.items()) if not k.startswith(skip))
         elif out["output_type"] == "error":
             texts.append(f"error:{out['ename']}")
     text = "\n".join(texts)
