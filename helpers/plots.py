@@ -204,6 +204,7 @@ def _safe_log_scale(ax: Axes, *arrays) -> None:
     if not values.size:
         ax.set_ylim(1e-3, 1e3)
         return
+    ax.set_autoscaley_on(True)  # an earlier call may have fixed the limits; new data must fit too
     ax.relim()
     ax.autoscale_view(scalex=False)
     low, high = ax.get_ylim()

@@ -313,3 +313,14 @@ def test_many_layers_and_steps_stay_readable():
     heat = next(ax for ax in fig.axes if ax.get_ylabel() == "layer (input -> output)")
     assert 2 < len(heat.get_yticklabels()) <= 14
     assert all(re.fullmatch(r"dense\d+|head", t.get_text()) for t in heat.get_yticklabels())
+
+
+def test_a_second_profile_on_the_same_axes_stays_inside_them():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    names = ["dense0", "dense1", "head"]
+    plots.plot_layer_profile(np.array([1.0, 1.5, 2.0]), names, ax=ax)  # narrow: limits get widened and fixed
+    plots.plot_layer_profile(np.array([100.0, 150.0, 200.0]), names, ax=ax, label="larger")
+    low, high = ax.get_ylim()
+    assert low <= 1.0 and high >= 200.0
