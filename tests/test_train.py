@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from helpers import diagnostics
@@ -281,54 +281,56 @@ def test_data_that_does_not_fit_raises_value_error(small):
         train(fresh(small), small, TrainConfig(batch_size=10_000))
 
 
+VALID = {
+    "optimizer": st.sampled_from(["sgd", "momentum", "adam"]),
+    "lr": st.floats(1e-4, 10),
+    "clip_norm": st.one_of(st.none(), st.floats(1e-3, 5)),
+    "clip_mode": st.sampled_from(["global_norm", "value", "adaptive"]),
+    "l2": st.floats(0, 0.5),
+    "weight_decay": st.floats(0, 0.5),
+    "warmup_steps": st.integers(0, 5),
+    "batch_size": st.sampled_from([16, 64]),
+    "skip_nonfinite": st.booleans(),
+    "depth": st.integers(1, 2),
+    "init_scale": st.floats(0.1, 4),
+}
+INVALID = {
+    "optimizer": st.sampled_from(["lbfgs", "SGD", ""]),
+    "lr": st.sampled_from([0.0, -1.0, float("nan"), float("inf")]),
+    "clip_norm": st.sampled_from([0.0, -1.0, float("nan")]),
+    "clip_mode": st.just("bogus"),
+    "l2": st.floats(-1, -1e-6),
+    "weight_decay": st.floats(-1, -1e-6),
+    "warmup_steps": st.integers(-3, -1),
+    "batch_size": st.sampled_from([0, 300]),  # 300 > the 256 training examples
+    "depth": st.just(0),
+    "init_scale": st.sampled_from([0.0, -0.5, float("inf")]),
+}
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    optimizer=st.sampled_from(["sgd", "momentum", "adam", "lbfgs"]),
-    lr=st.one_of(st.floats(-1, 10), st.just(float("nan"))),
-    clip_norm=st.one_of(st.none(), st.floats(-1, 5)),
-    clip_mode=st.sampled_from(["global_norm", "value", "adaptive", "bogus"]),
-    l2=st.floats(-0.1, 0.5),
-    weight_decay=st.floats(-0.1, 0.5),
-    warmup_steps=st.integers(-2, 5),
-    batch_size=st.sampled_from([0, 16, 300]),
-    depth=st.integers(0, 2),
-    init_scale=st.floats(-0.5, 4),
-    skip_nonfinite=st.booleans(),
-)
-def test_random_configurations_train_or_raise_value_error(
-    small,
-    optimizer,
-    lr,
-    clip_norm,
-    clip_mode,
-    l2,
-    weight_decay,
-    warmup_steps,
-    batch_size,
-    depth,
-    init_scale,
-    skip_nonfinite,
-):
-    try:
-        model = ModelConfig(depth=depth, width=8, init_scale=init_scale).build(small.image_shape)
-        config = TrainConfig(
-            optimizer=optimizer,
-            lr=lr,
-            clip_norm=clip_norm,
-            clip_mode=clip_mode,
-            l2=l2,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            batch_size=batch_size,
-            steps=3,
-            chunk_steps=3,
-            skip_nonfinite=skip_nonfinite,
-        )
-        history = train(model, small, config)
-    except ValueError:
+@given(data=st.data(), broken=st.one_of(st.none(), st.sampled_from(sorted(INVALID))))
+def test_random_configurations_train_or_raise_value_error_naming_the_argument(small, data, broken):
+    """Random valid configurations train; breaking one argument raises a ValueError that names it."""
+    values = {name: data.draw(INVALID[name] if name == broken else strategy) for name, strategy in VALID.items()}
+    model_args = {"depth": values.pop("depth"), "init_scale": values.pop("init_scale")}
+
+    def run():
+        model = ModelConfig(width=8, **model_args).build(small.image_shape)
+        return train(model, small, TrainConfig(steps=3, chunk_steps=3, **values))
+
+    if broken is not None:
+        with pytest.raises(ValueError, match=broken):
+            run()
+        event("raised")
         return
+    history = run()
+    event("trained" if history.diverged_at is None else "diverged cleanly")
     assert history.steps <= 3
-    assert (history.diverged_at is None) == (history.steps == 3 and np.isfinite(history.loss).all()) or skip_nonfinite
+    if history.diverged_at is None:
+        assert history.steps == 3 and (values["skip_nonfinite"] or np.isfinite(history.loss).all())
+    else:
+        assert history.steps == history.diverged_at + 1
 
 
 # --- reproducibility, reporting, evaluation ----------------------------------------------------------
