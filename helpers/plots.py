@@ -523,7 +523,9 @@ def compare_histories(histories: dict, title: str = "") -> Figure:
     if any(h.diverged_at is not None for h in everything):
         for ax in (ax_loss, ax_grad):
             ax.add_line(Line2D([], [], color="grey", ls="--", lw=1, label="divergence step (run's colour)"))
-    for ax, what in ((ax_loss, "training loss"), (ax_grad, "global gradient norm, before clipping")):
+    any_clipping = any(h.config.clip_norm is not None for h in everything)
+    grad_title = "global gradient norm" + (", before clipping" if any_clipping else "")
+    for ax, what in ((ax_loss, "training loss"), (ax_grad, grad_title)):
         _safe_log_scale(ax, *[h.loss if ax is ax_loss else h.grad_norm for h in everything])
         ax.set_title(what)
         ax.set_xlabel("step")
