@@ -213,7 +213,36 @@ def make_optimizer(config: TrainConfig, kernel_mask) -> optax.GradientTransforma
 
 
 def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+    """True iff every element of every leaf is finite.
+
+    One check over all leaves raveled together, not one reduction per leaf: XLA:CPU runs each reduction as its
+    own kernel, and a per-leaf check gating the guarded update (`choose`) made XLA's compile time grow faster
+    than linearly with depth (2 / 4 / 10 / 43 s CPU at depth 25 / 50 / 100 / 200; 1.6 / 1.8 / 3.3 / 5.9 s
+    this way; benchmarks/README.md).
+    """
+    return jnp.isfinite(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])).all()
+
+
+def _forward_ok(graphdef, params, rest, x) -> np.ndarray:
+    """Per layer (input -> output, then the logits): is the forward signal finite? Run only after a divergence.
+
+    The step does not compute this (there it took ~13% of the small MLP's step time): when a run stops because its
+    loss is not finite, the model still holds the parameters and BatchNorm statistics from before that step,
+    so replaying that step's forward pass on its batch gives exactly the per-layer flags.
+    """
+    if graphdef not in _FORWARD_OK:
+
+        def forward_ok(params, rest, x):
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            hidden = model.hidden(x)
+            logits = model.readout(hidden[-1])
+            return jnp.stack([jnp.isfinite(h).all() for h in hidden] + [jnp.isfinite(logits).all()])
+
+        _FORWARD_OK[graphdef] = jax.jit(forward_ok)
+    return np.asarray(_FORWARD_OK[graphdef](params, rest, x))
+
+
+_FORWARD_OK: dict[Any, Callable] = {}
 
 
 def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tuple]):
@@ -232,12 +261,9 @@ def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tup
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        hidden = model.hidden(x)
-        logits = model.readout(hidden[-1])
+        logits = model(x)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        # Where the forward signal is still finite, per layer: tells where an overflow began.
-        forward_ok = jnp.stack([jnp.isfinite(h).all() for h in hidden] + [jnp.isfinite(logits).all()])
-        return loss, (nnx.split(model, nnx.Param, ...)[2], forward_ok)
+        return loss, nnx.split(model, nnx.Param, ...)[2]
 
     def norms(tree):
         leaves = jax.tree.leaves(tree)
@@ -246,9 +272,7 @@ def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tup
     def step(carry, batch, x_all, y_all):
         params, rest, opt_state, stopped = carry
         idx, active = batch
-        (loss, (new_rest, forward_ok)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, rest, x_all[idx], y_all[idx]
-        )
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x_all[idx], y_all[idx])
         hp = _hyperparams(opt_state)
         # The gradient of the regularized loss: what clipping sees, and what we report.
         grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
@@ -289,7 +313,6 @@ def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tup
             "skipped": ~grads_ok,
             "lr": hp["lr"] * warmup_factor(count, hp["warmup_steps"]),
             "ok": ok,
-            "forward_ok": forward_ok,
             "reason": reason,
         }
         return carry, metrics
@@ -371,6 +394,12 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
             n_valid = int(active[c].sum())
             rows.append({k: v[:n_valid] for k, v in metrics.items()})
             history = _history(config, model.layer_names(), rows)
+            if history.diverged_reason == "loss":  # where did the forward pass overflow? replay that step
+                t = history.diverged_at
+                ok = _forward_ok(graphdef, carry[0], carry[1], x_dev[idx.reshape(-1, idx.shape[-1])[t]])
+                history.diverged_layer = _blame(
+                    "loss", ok, history.layer_grad_norms[t], history.update_ratio, t, history.layer_names
+                )
             if on_chunk is not None:
                 on_chunk(history)
             if history.diverged_at is not None:
@@ -400,9 +429,8 @@ def _history(config: TrainConfig, names: list[str], rows: list[dict]) -> History
         t = int(bad[0])
         h.diverged_at = t
         h.diverged_reason = ("loss", "gradient", "parameters")[int(cat["reason"][t])]
-        h.diverged_layer = _blame(
-            h.diverged_reason, cat["forward_ok"][t], h.layer_grad_norms[t], h.update_ratio, t, names
-        )
+        if h.diverged_reason != "loss":  # a "loss" divergence is blamed by `train`, which replays the forward pass
+            h.diverged_layer = _blame(h.diverged_reason, None, h.layer_grad_norms[t], h.update_ratio, t, names)
     return h
 
 
