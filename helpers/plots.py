@@ -202,8 +202,10 @@ def _safe_log_scale(ax: Axes, *arrays) -> None:
     values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays]) if arrays else np.array([])
     values = values[np.isfinite(values) & (values > 0)]
     if not values.size:
-        ax.set_ylim(1e-3, 1e3)
+        if not getattr(ax, "_has_finite_data", False):  # else keep the limits that earlier data set
+            ax.set_ylim(1e-3, 1e3)
         return
+    ax._has_finite_data = True
     ax.set_autoscaley_on(True)  # an earlier call may have fixed the limits; new data must fit too
     ax.relim()
     ax.autoscale_view(scalex=False)

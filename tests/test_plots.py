@@ -324,3 +324,14 @@ def test_a_second_profile_on_the_same_axes_stays_inside_them():
     plots.plot_layer_profile(np.array([100.0, 150.0, 200.0]), names, ax=ax, label="larger")
     low, high = ax.get_ylim()
     assert low <= 1.0 and high >= 200.0
+
+
+def test_a_profile_with_nothing_finite_keeps_the_limits_of_earlier_profiles():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    names = ["dense0", "dense1", "head"]
+    plots.plot_layer_profile(np.array([1.0, 5.0, 200.0]), names, ax=ax)
+    plots.plot_layer_profile(np.array([np.nan, 0.0, np.inf]), names, ax=ax, label="diverged")
+    low, high = ax.get_ylim()
+    assert low <= 1.0 and 200.0 <= high < 1e3
