@@ -21,12 +21,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check helpers tests benchmarks notebooks
-	$(BIN)/ruff format --check helpers tests benchmarks notebooks
+	$(BIN)/ruff check helpers tests benchmarks notebooks tools
+	$(BIN)/ruff format --check helpers tests benchmarks notebooks tools
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix helpers tests benchmarks notebooks
-	$(BIN)/ruff format helpers tests benchmarks notebooks
+	$(BIN)/ruff check --fix helpers tests benchmarks notebooks tools
+	$(BIN)/ruff format helpers tests benchmarks notebooks tools
 
 test: lint
 	$(BIN)/python -m pytest tests --nbval-current-env --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg $(ARGS)

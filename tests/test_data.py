@@ -253,9 +253,7 @@ class BreaksMidStream(io.BytesIO):
         return super().read(size)
 
 
-def patch_source(
-    monkeypatch, kind: str, payloads: dict[str, bytes], mirrors=("https://a.test/", "https://b.test/")
-):
+def patch_source(monkeypatch, kind: str, payloads: dict[str, bytes], mirrors=("https://a.test/", "https://b.test/")):
     digests = {name: hashlib.sha256(payload).hexdigest() for name, payload in payloads.items()}
     monkeypatch.setitem(data._SOURCES, kind, data._Source(mirrors=mirrors, sha256=digests))
     return mirrors
@@ -362,9 +360,7 @@ def test_offline_download_gives_file_not_found_naming_the_directory(tmp_path, mo
 def test_fashion_uses_its_own_cache_directory_and_mirrors(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     for kind in ("mnist", "fashion"):
-        with pytest.raises(
-            FileNotFoundError, match=re.escape(str(tmp_path / ".cache" / "taming-gradients" / kind))
-        ):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / ".cache" / "taming-gradients" / kind))):
             data.load_mnist(kind=kind, download=False)
     assert data._cache_dir(None, "fashion") != data._cache_dir(None, "mnist")
     monkeypatch.setenv(data._ENV_VAR, str(tmp_path / "env"))
