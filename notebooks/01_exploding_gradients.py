@@ -430,7 +430,7 @@ lines = [h_explode.summary()]
 for t in range(h_explode.steps):
     lines.append(
         f"step {t}: loss {h_explode.loss[t]:.3g}, gradient norm {h_explode.grad_norm[t]:.3g}, "
-        f"largest ||update||/||W|| {np.nanmax(h_explode.update_ratio[t]):.3g}"
+        f"largest ||update||/||W|| {np.max(h_explode.update_ratio[t]):.3g}"
     )
 lines.append(
     f"largest |h_l| in layers 1..{overflow + 1} with those parameters: "

@@ -26,6 +26,9 @@ def build(source: Path) -> float:
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     seconds = time.perf_counter() - start
+    for i, cell in enumerate(nb.cells):  # stable ids, no timestamps: a rebuild only changes what changed
+        cell.id = f"cell-{i:02d}"
+        cell.metadata.pop("execution", None)
     nbformat.write(nb, source.with_suffix(".ipynb"))
     return seconds
 
