@@ -1,0 +1,439 @@
+"""Speed of `helpers.train` against its targets, side by side in one run (`make bench`, ~1 min on 2 quiet cores).
+
+Every comparison alternates its variants round by round (A B C, A B C, ...) and reports the median over rounds,
+so that a slow spell on a shared machine hits every variant alike; ratios are ratios of medians. Wall-clock
+time is what the targets are about; process CPU time is printed beside it where it matters, because it is far
+less sensitive to other tenants of the machine (it still counts XLA's worker threads).
+
+    .venv/bin/python benchmarks/run.py              # everything, writes benchmarks/results.json
+    .venv/bin/python benchmarks/run.py --quick      # fewer rounds, smaller step counts (a smoke run)
+    .venv/bin/python benchmarks/run.py --only small large  # some sections
+    (results.json is only written by a full run; pass --out FILE to keep the others)
+
+What each number means, and the numbers measured: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repository root: `helpers` without an installed package
+sys.path.insert(0, str(HERE))  # benchmarks/_variants.py
+
+import _variants as V  # noqa: E402
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from helpers import train as T  # noqa: E402
+from helpers.models import CNN, MLP  # noqa: E402
+
+TARGETS = {
+    "small_speedup_vs_nnx_jit": (">=", 4.0),
+    "large_fraction_of_matmul_peak": (">=", 0.40),
+    "diagnostics_overhead": ("<=", 0.10),
+    "compile_s_depth100": ("<", 3.0),
+}
+
+
+def load_data():
+    try:
+        from helpers.data import load_digits
+
+        return load_digits()
+    except ImportError:  # before helpers.data existed: the same arrays straight from scikit-learn
+        from types import SimpleNamespace
+
+        from sklearn.datasets import load_digits as sk
+
+        d = sk()
+        return SimpleNamespace(x_train=(d.images / 16.0).astype(np.float32)[..., None], y_train=d.target)
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def alternate(variants: dict, rounds: int, probe=None) -> dict[str, dict[str, list[float]]]:
+    """Run each variant once per round, in a rotating order; every call returns the number of steps it ran.
+
+    Returns {name: {"wall": [s/step per round], "cpu": [...]}}. `probe` = (name, call): run after every
+    variant's sample as well (its samples under `name`, and under that variant's "probe" key, paired).
+    """
+    names = list(variants)
+    out = {n: {"wall": [], "cpu": [], "probe": []} for n in names}
+    if probe:
+        out[probe[0]] = {"wall": [], "cpu": []}
+
+    def sample(name, call):
+        w, c = time.perf_counter(), time.process_time()
+        steps = call()
+        out[name]["wall"].append((time.perf_counter() - w) / steps)
+        out[name]["cpu"].append((time.process_time() - c) / steps)
+
+    for r in range(rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            sample(n, variants[n])
+            if probe:
+                sample(*probe)
+                out[n]["probe"].append(out[probe[0]]["wall"][-1])
+    return out
+
+
+def med(samples: dict, key: str = "wall") -> float:
+    return statistics.median(samples[key])
+
+
+def paired(a: dict, b: dict, key: str = "wall") -> float:
+    """Median over rounds of a/b measured in the same round (cancels slow drifts of the machine's load)."""
+    return statistics.median(x / y for x, y in zip(a[key], b[key], strict=True))
+
+
+def mlp_flops(batch: int, in_features: int, depth: int, width: int, classes: int) -> float:
+    """Matmul FLOPs of one training step: 2*B*fan_in*fan_out forward, twice that backward."""
+    fans = [in_features * width] + [width * width] * (depth - 1) + [width * classes]
+    return 6.0 * batch * sum(fans)
+
+
+def cnn_flops(batch: int, in_shape, depth: int, width: int, classes: int) -> float:
+    """Same count for the 3x3 'SAME' conv blocks (on the 8x8 grid) plus the linear head."""
+    h, w, c = in_shape
+    macs = [h * w * 9 * (c if i == 0 else width) * width for i in range(depth)] + [width * classes]
+    return 6.0 * batch * sum(macs)
+
+
+def build_mlp(depth, width, batchnorm=True):
+    return MLP(64, depth, width, 10, batchnorm=batchnorm, rngs=nnx.Rngs(0))
+
+
+def build_cnn():
+    return CNN((8, 8, 1), depth=3, width=32, num_classes=10, batchnorm=True, rngs=nnx.Rngs(0))
+
+
+def train_timer(model, data, config):
+    """A variant: one full `train(...)` call; per-step time = its wall time / config.steps."""
+
+    def call():
+        T.train(model, data, config)
+        return config.steps
+
+    return call
+
+
+def stepper_timer(stepper: V.Stepper, calls: int):
+    def call():
+        stepper(calls)
+        return calls * stepper.steps_per_call
+
+    return call
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def small(data, rounds: int, steps: int, res: dict) -> dict:
+    """1 and 3: our step vs the Flax-tutorial step, and our step vs the same step without diagnostics."""
+    log("\n[1/3] small: MLP depth 8 x width 64 + BatchNorm, batch 64, clip_by_global_norm + weight decay + SGD")
+    cfg = T.TrainConfig(
+        optimizer="sgd", lr=0.05, clip_norm=1.0, weight_decay=1e-4, batch_size=64, steps=steps, chunk_steps=50
+    )
+    model = build_mlp(8, 64)
+    T.train(model, data, cfg.replace(steps=cfg.chunk_steps))  # compile
+    ours_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "ours")
+    bare_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "bare")
+    tut_model = build_mlp(8, 64)
+    tut_step, _ = V.tutorial_step(tut_model, cfg)
+    idx = T._batch_indices(len(data.x_train), cfg.batch_size, steps, cfg.seed)
+    x_dev, y_dev = jnp.asarray(data.x_train, jnp.float32), jnp.asarray(data.y_train, jnp.int32)
+    batches = [(x_dev[i], y_dev[i]) for i in idx]  # pre-sliced on the device: the data loader costs nothing
+
+    def tutorial():
+        loss = None
+        for xb, yb in batches:
+            loss = tut_step(xb, yb)
+        loss.block_until_ready()
+        return len(batches)
+
+    for s in (ours_chunk, bare_chunk):
+        s(1)
+    tutorial()
+    calls = max(1, steps // cfg.chunk_steps)
+    t = alternate(
+        {
+            "ours: train()": train_timer(model, data, cfg),
+            "ours: compiled chunks": stepper_timer(ours_chunk, calls),
+            "no diagnostics: compiled chunks": stepper_timer(bare_chunk, calls),
+            "tutorial: @nnx.jit per step": tutorial,
+        },
+        rounds,
+    )
+    res["small_us_per_step"] = {k: med(v) * 1e6 for k, v in t.items()}
+    res["small_cpu_us_per_step"] = {k: med(v, "cpu") * 1e6 for k, v in t.items()}
+    res["small_speedup_vs_nnx_jit"] = med(t["tutorial: @nnx.jit per step"]) / med(t["ours: train()"])
+    res["small_speedup_vs_nnx_jit_paired"] = paired(t["tutorial: @nnx.jit per step"], t["ours: train()"])
+    res["small_speedup_compiled_chunks_vs_nnx_jit"] = med(t["tutorial: @nnx.jit per step"]) / med(
+        t["ours: compiled chunks"]
+    )
+    res["diagnostics_overhead"] = med(t["ours: compiled chunks"]) / med(t["no diagnostics: compiled chunks"]) - 1
+    res["diagnostics_overhead_paired"] = paired(t["ours: compiled chunks"], t["no diagnostics: compiled chunks"]) - 1
+    res["diagnostics_overhead_cpu"] = (
+        med(t["ours: compiled chunks"], "cpu") / med(t["no diagnostics: compiled chunks"], "cpu") - 1
+    )
+    return t
+
+
+def large(data, rounds: int, steps: int, res: dict) -> dict:
+    """2: achieved matmul GFLOP/s of the large MLP vs a 2048^3 float32 matmul, same run."""
+    log("\n[2] large: MLP depth 20 x width 128 + BatchNorm, batch 128, same optimizer; 2048^3 f32 matmul")
+    cfg = T.TrainConfig(
+        optimizer="sgd", lr=0.05, clip_norm=1.0, weight_decay=1e-4, batch_size=128, steps=steps, chunk_steps=50
+    )
+    model = build_mlp(20, 128)
+    T.train(model, data, cfg.replace(steps=cfg.chunk_steps))
+    ours_chunk = V.Stepper(build_mlp(20, 128), data, cfg, "ours")
+    bare_chunk = V.Stepper(build_mlp(20, 128), data, cfg, "bare")
+    nobn_chunk = V.Stepper(build_mlp(20, 128, batchnorm=False), data, cfg, "bare")
+    for s in (ours_chunk, bare_chunk, nobn_chunk):
+        s(1)
+    n = 2048
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    matmul(a, b).block_until_ready()
+
+    def mm():
+        matmul(a, b).block_until_ready()
+        return 1
+
+    calls = max(1, steps // cfg.chunk_steps)
+    t = alternate(
+        {
+            "ours: train()": train_timer(model, data, cfg),
+            "ours: compiled chunks": stepper_timer(ours_chunk, calls),
+            "no diagnostics: compiled chunks": stepper_timer(bare_chunk, calls),
+            "no diagnostics, no BatchNorm": stepper_timer(nobn_chunk, calls),
+        },
+        rounds,
+        probe=("matmul 2048^3", mm),
+    )
+    flops = mlp_flops(128, 64, 20, 128, 10)
+    mm_flops = 2 * n**3
+    # The peak. The matmul keeps every core busy, so its GFLOP per CPU-second times the core count is what it
+    # reaches in wall-clock time on an idle machine (189 GFLOP/s here, 188 in shared/facts.md), and unlike its
+    # wall-clock rate this does not collapse when another process takes a core: a 2-thread matmul loses far
+    # more to a busy neighbour than the partly serial training step does, so wall/wall ratios read HIGH under
+    # load (kept below as *_wall_ratio). Step times are median wall clock, which under load errs LOW: the
+    # headline fraction is conservative.
+    peak = mm_flops / med(t["matmul 2048^3"], "cpu") / 1e9 * (os.cpu_count() or 1)
+    res["matmul_gflops"] = peak
+    res["matmul_gflops_wall_median"] = mm_flops / med(t["matmul 2048^3"]) / 1e9
+    res["matmul_gflops_wall_best"] = mm_flops / min(t["matmul 2048^3"]["wall"]) / 1e9
+    res["large_flops_per_step"] = flops
+    steps_only = {k: v for k, v in t.items() if k != "matmul 2048^3"}
+    res["large_us_per_step"] = {k: med(v) * 1e6 for k, v in steps_only.items()}
+    res["large_gflops"] = {k: flops / med(v) / 1e9 for k, v in steps_only.items()}
+    res["large_fraction_of_matmul_peak"] = res["large_gflops"]["ours: train()"] / peak
+    res["large_fraction_of_matmul_peak_best"] = flops / min(t["ours: train()"]["wall"]) / 1e9 / peak
+    res["large_fraction_compiled_chunks"] = res["large_gflops"]["ours: compiled chunks"] / peak
+    res["large_fraction_no_diagnostics"] = res["large_gflops"]["no diagnostics: compiled chunks"] / peak
+    res["large_fraction_no_diagnostics_no_batchnorm"] = res["large_gflops"]["no diagnostics, no BatchNorm"] / peak
+    res["large_fraction_wall_ratio"] = res["large_gflops"]["ours: train()"] / res["matmul_gflops_wall_median"]
+    res["large_fraction_wall_ratio_paired"] = statistics.median(  # each sample vs the matmul right after it
+        flops / s / (mm_flops / m) for s, m in zip(t["ours: train()"]["wall"], t["ours: train()"]["probe"], strict=True)
+    )
+    res["large_diagnostics_overhead"] = med(t["ours: compiled chunks"]) / med(t["no diagnostics: compiled chunks"]) - 1
+    return t
+
+
+def chunking(data, rounds: int, res: dict) -> dict:
+    """2 (cont.): the notebook CNN, and why CNNs step per call while MLPs step inside lax.scan."""
+    log("\n[2b] chunking: CNN(8x8x1, depth 3, width 32, BatchNorm), batch 64, Adam; MLP chunk_steps 1 vs 50")
+    cnn_cfg = T.TrainConfig(optimizer="adam", lr=1e-3, batch_size=64, steps=50, chunk_steps=50)
+    cnn = build_cnn()
+    assert not cnn.scan_steps, "the CNN is expected to step per call (helpers.models.CNN.scan_steps)"
+    T.train(cnn, data, cnn_cfg.replace(steps=cnn_cfg.chunk_steps))
+    per_step = V.Stepper(build_cnn(), data, cnn_cfg, "ours", scan=False)
+    in_scan = V.Stepper(build_cnn(), data, cnn_cfg.replace(chunk_steps=5), "ours", scan=True)  # 5 steps a chunk
+    w = time.perf_counter()
+    in_scan(1)
+    res["cnn_in_scan_first_call_s"] = time.perf_counter() - w
+    per_step(1)
+    mlp_cfg = T.TrainConfig(
+        optimizer="sgd", lr=0.05, clip_norm=1.0, weight_decay=1e-4, batch_size=64, steps=100, chunk_steps=50
+    )
+    mlp50, mlp1 = build_mlp(8, 64), build_mlp(8, 64)
+    T.train(mlp50, data, mlp_cfg.replace(steps=50))
+    T.train(mlp1, data, mlp_cfg.replace(steps=1, chunk_steps=1))
+    t = alternate(
+        {
+            "CNN: train() (per-step calls)": train_timer(cnn, data, cnn_cfg),
+            "CNN: per-step compiled calls": stepper_timer(per_step, 50),
+            "CNN: 5 steps in one lax.scan": stepper_timer(in_scan, 1),
+            "MLP small: train(chunk_steps=50)": train_timer(mlp50, data, mlp_cfg),
+            "MLP small: train(chunk_steps=1)": train_timer(mlp1, data, mlp_cfg.replace(chunk_steps=1)),
+        },
+        rounds,
+    )
+    flops = cnn_flops(64, (8, 8, 1), 3, 32, 10)
+    res["cnn_flops_per_step"] = flops
+    res["chunking_us_per_step"] = {k: med(v) * 1e6 for k, v in t.items()}
+    res["cnn_us_per_step"] = med(t["CNN: train() (per-step calls)"]) * 1e6
+    res["cnn_gflops"] = flops / med(t["CNN: train() (per-step calls)"]) / 1e9
+    if "matmul_gflops" in res:
+        res["cnn_fraction_of_matmul_peak"] = res["cnn_gflops"] / res["matmul_gflops"]
+    res["cnn_scan_slowdown"] = med(t["CNN: 5 steps in one lax.scan"]) / med(t["CNN: per-step compiled calls"])
+    res["mlp_chunk1_slowdown"] = med(t["MLP small: train(chunk_steps=1)"]) / med(t["MLP small: train(chunk_steps=50)"])
+    return t
+
+
+def compile_depth100(data, res: dict) -> None:
+    """4: first `train` call minus a second identical one (trace + lower + compile), depth 100 x width 64."""
+    log("\n[4] compile: MLP depth 100 x width 64 (no BatchNorm), train(steps=chunk_steps=50), first - second call")
+    cfg = T.TrainConfig(optimizer="sgd", lr=0.01, clip_norm=1.0, weight_decay=1e-4, steps=50, chunk_steps=50)
+    model = build_mlp(100, 64, batchnorm=False)
+    # Where the time goes (JAX's own compile events, wall seconds): tracing to a jaxpr, lowering it to
+    # StableHLO, XLA's compilation. Every jit compiled during the first call counts, small helpers included.
+    phases: dict[str, float] = {}
+
+    def listen(name, seconds, **_):
+        if name.startswith("/jax/core/compile/"):
+            key = name.removeprefix("/jax/core/compile/").removesuffix("_duration")
+            phases[key] = phases.get(key, 0.0) + seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    times = []
+    try:
+        for _ in range(2):
+            w, c = time.perf_counter(), time.process_time()
+            T.train(model, data, cfg)
+            times.append((time.perf_counter() - w, time.process_time() - c))
+            if not times[1:]:
+                res["depth100_compile_phases_s"] = dict(phases)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    res["compile_s_depth100"] = times[0][0] - times[1][0]
+    res["compile_cpu_s_depth100"] = times[0][1] - times[1][1]
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def verdict(key: str, value: float) -> str:
+    op, target = TARGETS[key]
+    ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+    return f"{'met' if ok else 'MISSED'} (target {op} {target:g})"
+
+
+def table(sections: dict[str, dict]) -> str:
+    lines = [f"{'variant':44s} {'us/step':>10s} {'min':>10s} {'CPU us/step':>12s}"]
+    for title, t in sections.items():
+        lines.append(f"-- {title}")
+        for name, v in t.items():
+            lines.append(f"{name:44s} {med(v) * 1e6:10.0f} {min(v['wall']) * 1e6:10.0f} {med(v, 'cpu') * 1e6:12.0f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
+    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile")
+    p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
+    args = p.parse_args()
+    rounds = 3 if args.quick else 9
+    sections = args.only or ["small", "large", "chunking", "compile"]
+    data = load_data()
+    res: dict = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "jax_devices": [str(d) for d in jax.devices()],
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+        },
+        "rounds": rounds,
+    }
+    start = time.perf_counter()
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        log(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other processes share the CPU")
+    tables = {}
+    if "small" in sections:
+        tables["small (section 1, 3)"] = small(data, rounds, 100 if args.quick else 300, res)
+    if "large" in sections:
+        tables["large (section 2)"] = large(data, 3 if args.quick else 6, 100, res)
+    if "chunking" in sections:
+        tables["chunking (section 2)"] = chunking(data, 3 if args.quick else 5, res)
+    if "compile" in sections:
+        compile_depth100(data, res)
+    res["machine"]["load_average_at_end"] = os.getloadavg()
+    res["samples_us_per_step"] = {  # every round's wall-clock sample, for a second look at the noise
+        f"{title}: {name}": [round(x * 1e6, 1) for x in v["wall"]]
+        for title, t in tables.items()
+        for name, v in t.items()
+    }
+    res["total_s"] = time.perf_counter() - start
+
+    print("\n" + table(tables))
+    print("\nheadline numbers (ratios of medians; wall clock):")
+    rows = [
+        ("small_speedup_vs_nnx_jit", "x", "tutorial step time / train() step time"),
+        ("large_fraction_of_matmul_peak", "", f"of {res.get('matmul_gflops', math.nan):.0f} GFLOP/s (see README)"),
+        ("diagnostics_overhead", "", "compiled chunk with / without diagnostics - 1"),
+        ("compile_s_depth100", "s", f"(CPU {res.get('compile_cpu_s_depth100', math.nan):.2f} s)"),
+    ]
+    for key, unit, note in rows:
+        if key in res:
+            print(f"  {key:32s} {res[key]:8.3f}{unit:2s} {verdict(key, res[key]):26s} {note}")
+    for key in (
+        "small_speedup_compiled_chunks_vs_nnx_jit",
+        "diagnostics_overhead_cpu",
+        "large_fraction_of_matmul_peak_best",
+        "large_fraction_no_diagnostics",
+        "large_fraction_no_diagnostics_no_batchnorm",
+        "large_fraction_wall_ratio",
+        "large_diagnostics_overhead",
+        "cnn_us_per_step",
+        "cnn_gflops",
+        "cnn_scan_slowdown",
+        "mlp_chunk1_slowdown",
+        "compile_cpu_s_depth100",
+    ):
+        if key in res:
+            print(f"  {key:40s} {res[key]:8.3f}")
+    res["targets"] = {
+        k: {"target": f"{op} {v:g}", "met": verdict(k, res[k]).startswith("met")}
+        for k, (op, v) in TARGETS.items()
+        if k in res
+    }
+    full = not (args.quick or args.only)
+    out = Path(args.out) if args.out else (HERE / "results.json" if full else None)
+    if out is not None:
+        out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    print(f"\n{'wrote ' + str(out) if out else 'no results file written (pass --out)'} ({res['total_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
