@@ -25,3 +25,12 @@ def close(value, target: float, rel: float) -> bool:
     except (TypeError, ValueError):
         return False
     return math.isfinite(value) and math.isclose(value, target, rel_tol=rel)
+
+
+def number(answer) -> float | None:
+    """`answer` as a finite float, or None when it is not one number."""
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

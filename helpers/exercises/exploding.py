@@ -9,19 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
 
 __all__ = ["check_backprop_tanh", "check_linear_factor", "check_scale_for_growth"]
 
 _DEPTH, _GROWTH = 20, 1000.0
-
-
-def _number(answer) -> float | None:
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def check_scale_for_growth(answer) -> bool:
@@ -29,7 +21,7 @@ def check_scale_for_growth(answer) -> bool:
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    s = _number(answer)
+    s = number(answer)
     target = _GROWTH ** (1 / _DEPTH)
     if s is None:
         return report(False, "", f"`answer` should be one number (an init_scale such as 1.3), got {answer!r}.")
@@ -56,7 +48,7 @@ def check_linear_factor(answer) -> bool:
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         return report(False, "", f"`answer` should be one number (a factor per layer), got {answer!r}.")
     if close(value, math.sqrt(2), rel=0.01):

@@ -7,19 +7,11 @@ import math
 import jax
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
 
 __all__ = ["check_glorot_uniform", "check_lecun_relu_scale", "check_leaky_relu_gain"]
 
 _SLOPE = 0.1
-
-
-def _number(answer) -> float | None:
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def check_leaky_relu_gain(answer) -> bool:
@@ -27,7 +19,7 @@ def check_leaky_relu_gain(answer) -> bool:
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         return report(False, "", f"`answer` should be one number (sigma^2 = fan_in * Var(W)), got {answer!r}.")
     if close(value, 2 / (1 + _SLOPE**2), rel=0.002):
@@ -56,7 +48,7 @@ def check_lecun_relu_scale(answer) -> bool:
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         return report(False, "", f"`answer` should be one number (an init_scale), got {answer!r}.")
     if close(value, math.sqrt(2), rel=0.01):

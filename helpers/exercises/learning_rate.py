@@ -10,7 +10,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
 
 __all__ = ["check_adam_after_spike", "check_hvp", "check_max_stable_lr", "check_warmup_schedule"]
 
@@ -22,20 +22,12 @@ _PEAK, _WARMUP = 0.1, 100
 _SPIKE, _ADAM_LR = 1e4, 1e-3
 
 
-def _number(answer) -> float | None:
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def check_max_stable_lr(answer) -> bool:
     """Exercise 1: the largest lr for which gradient descent on 1/2 w^T A w converges, A = A_EXERCISE."""
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    lr = _number(answer)
+    lr = number(answer)
     if lr is None:
         return report(False, "", f"`answer` should be one number (a learning rate such as 0.25), got {answer!r}.")
     lam = np.linalg.eigvalsh(A_EXERCISE)  # ascending
@@ -191,7 +183,7 @@ def check_adam_after_spike(answer) -> bool:
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         return report(False, "", f"`answer` should be one number (the size of the update), got {answer!r}.")
     value = abs(value)
