@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,lab]"
 	@touch $@
 
+# Jupyter refuses to start as root (containers, CI) unless told it is intended.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks $(ARGS)
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests benchmarks notebooks tools
