@@ -115,6 +115,24 @@ class _Net(nnx.Module):
     def _pool(self, h):
         return h
 
+    def _build(
+        self, make_layer, n_in, depth, width, num_classes, activation, init, init_scale, batchnorm, residual, rngs
+    ):
+        """Validate the switches, then `depth` blocks (the first takes `n_in` features) and the head."""
+        for name, value in [("depth", depth), ("width", width)]:
+            _positive_int(name, value)
+        if _positive_int("num_classes", num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        _check_switches(activation, init, init_scale)
+        k_init = kernel_init(init, init_scale)
+        self.blocks = nnx.List(
+            [
+                _Block(make_layer(n_in if i == 0 else width, k_init), width, activation, batchnorm, residual, rngs)
+                for i in range(depth)
+            ]
+        )
+        self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
 
 class MLP(_Net):
     """Deep MLP on flattened inputs: `depth` hidden blocks of `width` units, then a linear head."""
@@ -135,27 +153,21 @@ class MLP(_Net):
         residual: bool = False,
         rngs: nnx.Rngs,
     ):
-        for name, value in [("in_features", in_features), ("depth", depth), ("width", width)]:
-            _positive_int(name, value)
-        if _positive_int("num_classes", num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        _check_switches(activation, init, init_scale)
+        _positive_int("in_features", in_features)
         self.in_features = in_features
-        k_init = kernel_init(init, init_scale)
-        self.blocks = nnx.List(
-            [
-                _Block(
-                    nnx.Linear(in_features if i == 0 else width, width, kernel_init=k_init, rngs=rngs),
-                    width,
-                    activation,
-                    batchnorm,
-                    residual,
-                    rngs,
-                )
-                for i in range(depth)
-            ]
+        self._build(
+            lambda n_in, k_init: nnx.Linear(n_in, width, kernel_init=k_init, rngs=rngs),
+            in_features,
+            depth,
+            width,
+            num_classes,
+            activation,
+            init,
+            init_scale,
+            batchnorm,
+            residual,
+            rngs,
         )
-        self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` flattens to `in_features`."""
@@ -198,28 +210,21 @@ class CNN(_Net):
         in_shape = tuple(in_shape)
         if len(in_shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in in_shape):
             raise ValueError(f"in_shape must be (height, width, channels) of positive ints, got {in_shape!r}")
-        for name, value in [("depth", depth), ("width", width)]:
-            _positive_int(name, value)
-        if _positive_int("num_classes", num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        _check_switches(activation, init, init_scale)
         self.in_shape = in_shape
         self.pool = max(1, in_shape[0] // 8)
-        k_init = kernel_init(init, init_scale)
-        self.blocks = nnx.List(
-            [
-                _Block(
-                    nnx.Conv(in_shape[2] if i == 0 else width, width, (3, 3), kernel_init=k_init, rngs=rngs),
-                    width,
-                    activation,
-                    batchnorm,
-                    residual,
-                    rngs,
-                )
-                for i in range(depth)
-            ]
+        self._build(
+            lambda n_in, k_init: nnx.Conv(n_in, width, (3, 3), kernel_init=k_init, rngs=rngs),
+            in_shape[2],
+            depth,
+            width,
+            num_classes,
+            activation,
+            init,
+            init_scale,
+            batchnorm,
+            residual,
+            rngs,
         )
-        self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` has images of shape `in_shape`."""
