@@ -105,6 +105,10 @@ class _Net(nnx.Module):
         """Names of the weight layers, ordered input -> output (hidden blocks, then the head)."""
         return [f"{self.block_prefix}{i}" for i in range(len(self.blocks))] + ["head"]
 
+    def kernels(self) -> list[jax.Array]:
+        """The weight kernels, in the order of `layer_names`."""
+        return [block.layer.kernel[...] for block in self.blocks] + [self.head.kernel[...]]
+
     def kernel_paths(self) -> list[tuple]:
         """Parameter paths of the weight kernels, in the order of `layer_names`."""
         return [("blocks", i, "layer", "kernel") for i in range(len(self.blocks))] + [("head", "kernel")]

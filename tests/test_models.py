@@ -30,14 +30,13 @@ def test_conv_fan_in_counts_the_receptive_field():
 def test_layer_names_are_ordered_input_to_output_and_match_kernels():
     model = MLP(64, 3, 16, 10, rngs=nnx.Rngs(0))
     assert model.layer_names() == ["dense0", "dense1", "dense2", "head"]
-    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    shapes = []
-    for path in model.kernel_paths():
+    assert [k.shape for k in model.kernels()] == [(64, 16), (16, 16), (16, 16), (16, 10)]
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # kernel_paths name the same arrays in the state
+    for path, kernel in zip(model.kernel_paths(), model.kernels(), strict=True):
         node = state
         for key in path:
             node = node[key]
-        shapes.append(node.shape)
-    assert shapes == [(64, 16), (16, 16), (16, 16), (16, 10)]
+        np.testing.assert_array_equal(node, kernel)
 
 
 def test_residual_adds_the_input_where_widths_match():

@@ -144,22 +144,11 @@ def test_step_diagnostics_match_the_standalone_ones(small):
     model = fresh(small)
     order = train_module._batch_indices(len(small.x_train), 64, 1, 0)[0]
     expected = diagnostics.layer_grad_norms(model, small.x_train[order], small.y_train[order])
-    kernels = [np.linalg.norm(w) for w in _kernels(model)]
+    kernels = [np.linalg.norm(w) for w in model.kernels()]
     h = train(model, small, TrainConfig(lr=lr, steps=1, chunk_steps=1))
     assert h.layer_names == ["dense0", "dense1", "dense2", "dense3", "head"]
     np.testing.assert_allclose(h.layer_grad_norms[0], expected, rtol=1e-4)
     np.testing.assert_allclose(h.update_ratio[0], lr * expected / np.array(kernels), rtol=1e-4)
-
-
-def _kernels(model):
-    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    out = []
-    for path in model.kernel_paths():
-        node = pure
-        for key in path:
-            node = node[key]
-        out.append(np.asarray(node))
-    return out
 
 
 # --- compilation --------------------------------------------------------------------------------------
