@@ -20,16 +20,11 @@ from flax import nnx
 from helpers import train as T
 
 
-def kernel_mask_pure(pure_params):
-    """`make_optimizer`'s kernel mask for a tree of plain arrays (what nnx.Optimizer hands to optax)."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: T._key(path[-1]) == "kernel", pure_params)
-
-
 def tutorial_step(model: nnx.Module, config: T.TrainConfig):
     """(step(x, y) -> loss, optimizer): the Flax-tutorial way, with `make_optimizer`'s very chain."""
     model.train()
-    mask = kernel_mask_pure(nnx.as_pure(nnx.state(model, nnx.Param)))
-    optimizer = nnx.Optimizer(model, T.make_optimizer(config, mask), wrt=nnx.Param)
+    pure = nnx.as_pure(nnx.state(model, nnx.Param))  # the tree nnx.Optimizer hands to optax
+    optimizer = nnx.Optimizer(model, T.make_optimizer(config, pure), wrt=nnx.Param)
 
     @nnx.jit
     def train_step(model, optimizer, x, y):
@@ -49,7 +44,7 @@ def bare_runner(graphdef, params, config: T.TrainConfig, scan: bool):
 
     `active` is accepted (and ignored) so that the call signature matches the real runner's.
     """
-    tx = T.make_optimizer(config, T._kernel_mask(params))
+    tx = T.make_optimizer(config, params)
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -75,8 +70,11 @@ def bare_runner(graphdef, params, config: T.TrainConfig, scan: bool):
     return jax.jit(run, donate_argnums=(0,)), tx
 
 
-def ours_runner(model, config: T.TrainConfig, scan: bool, chunk: int):
-    """(runner, carry) exactly as `helpers.train.train` builds them, with the chunking forced by `scan`."""
+def ours_runner(model, config: T.TrainConfig, scan: bool, chunk: int, diagnostics: bool = True):
+    """(runner, carry) exactly as `helpers.train.train` builds them, with the chunking forced by `scan`.
+
+    diagnostics=False: the same runner without per-layer gradient norms, update ratios and clipped flag.
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     clip_mode = config.clip_mode if config.clip_norm is not None else None
     fields = dict(
@@ -85,10 +83,11 @@ def ours_runner(model, config: T.TrainConfig, scan: bool, chunk: int):
         skip_nonfinite=config.skip_nonfinite,
         chunk_steps=chunk,
         scan=scan,
+        diagnostics=diagnostics,
     )
     spec = T._Spec(**{f: fields[f] for f in T._Spec._fields})
-    runner = T._build_runner(graphdef, spec, params, model.kernel_paths())
-    tx = T.make_optimizer(config, T._kernel_mask(params))
+    runner = T._build_runner(graphdef, spec, params)
+    tx = T.make_optimizer(config, params)
     return runner, (params, rest, tx.init(params), jnp.array(False))
 
 
@@ -105,8 +104,8 @@ class Stepper:
         self.scan = bool(model.scan_steps) if scan is None else scan
         chunk = config.chunk_steps if self.scan else 1
         self.steps_per_call = chunk
-        if kind == "ours":
-            self.runner, self.carry = ours_runner(model, config, self.scan, chunk)
+        if kind in ("ours", "ours without diagnostics"):
+            self.runner, self.carry = ours_runner(model, config, self.scan, chunk, kind == "ours")
         else:
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             self.runner, tx = bare_runner(graphdef, params, config, self.scan)

@@ -13,6 +13,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from helpers.models import layer_norms
+
 
 def _loss_and_hidden(model: nnx.Module, x, y):
     hidden = model.hidden(x)
@@ -30,24 +32,16 @@ def layer_grad_norms(model: nnx.Module, x, y) -> np.ndarray:
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if graphdef not in _GRAD_NORMS:
-        paths = model.kernel_paths()
 
         def norms(params, rest, x, y):
             loss = lambda p: _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), x, y)[0]  # noqa: E731
-            grads = nnx.to_pure_dict(jax.grad(loss)(params))
-            return jnp.stack([jnp.linalg.norm(_at(grads, path)) for path in paths])
+            return layer_norms(jax.grad(loss)(params))[0]
 
         _GRAD_NORMS[graphdef] = jax.jit(norms)
     return np.asarray(_GRAD_NORMS[graphdef](params, rest, jnp.asarray(x), jnp.asarray(y)), dtype=np.float64)
 
 
 _GRAD_NORMS: dict = {}
-
-
-def _at(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 @dataclasses.dataclass
@@ -66,7 +60,7 @@ def activation_stats(model: nnx.Module, x) -> ActivationStats:
     model.train()
     graphdef, state = nnx.split(model)
     hidden = nnx.merge(graphdef, state, copy=True).hidden(jnp.asarray(x))
-    units = [np.asarray(h).reshape(-1, h.shape[-1]) for h in hidden]
+    units = [h.reshape(-1, h.shape[-1]) for h in np.asarray(hidden)]
     return ActivationStats(
         layer_names=model.layer_names()[:-1],
         mean=np.array([u.mean() for u in units]),

@@ -13,7 +13,9 @@ signal's second moment neither grows nor shrinks from layer to layer. Biases sta
 at scale 1, shift 0.
 
 A hidden block is ``activation(batchnorm(linear(x)))`` (the original BatchNorm paper's order); with
-``residual=True`` every block whose input and output widths match computes ``x + block(x)``.
+``residual=True`` every block whose input and output widths match computes ``x + block(x)``. With
+``batchnorm=True`` the linear or convolution layers have no bias: BatchNorm subtracts the batch mean, which
+cancels any bias exactly, and its own shift takes the bias's place (as in ResNets).
 """
 
 from __future__ import annotations
@@ -78,21 +80,39 @@ class _Block(nnx.Module):
 
 
 class _Net(nnx.Module):
-    """Shared parts: hidden blocks input -> output, then a linear head."""
+    """Shared parts: the first hidden block (input -> width), the other `depth - 1` blocks stacked, a linear head.
 
-    blocks: nnx.List
+    The blocks after the first all map width -> width, so they are stored as ONE `_Block` whose arrays carry a
+    leading axis of length depth - 1, and `hidden` runs them with `nnx.scan`. The block is then traced and
+    compiled once whatever the depth (a depth-100 MLP compiles as fast as a depth-3 one), and a per-layer
+    quantity is one reduction over that axis (`layer_norms`). The blocks are still *built* one by one, each
+    from the next draws of `rngs`, and stacked afterwards, so a seed gives the same weights as a plain loop.
+    """
+
+    first: _Block
+    blocks: _Block | None  # None when depth == 1
     head: nnx.Linear
     #: Whether training runs many steps inside one compiled `lax.scan` (see helpers.train).
     scan_steps: bool = True
+    #: From this depth on, `hidden` loops over the stacked blocks; below it they are unrolled (straight-line
+    #: code). Unrolled steps run faster on CPU, a loop compiles in the same time whatever the depth
+    #: (benchmarks/README.md). None: always unrolled.
+    loop_from_depth: int | None = 17
 
-    def hidden(self, x: jax.Array) -> list[jax.Array]:
-        """Post-activation output of every hidden block, ordered input -> output."""
-        x = self._prepare(x)
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        return outputs
+    def hidden(self, x: jax.Array) -> jax.Array:
+        """Post-activation outputs of all hidden blocks, stacked: shape (depth, batch, ...), input -> output."""
+        h = self.first(self._prepare(x))
+        if self.blocks is None:
+            return h[None]
+
+        loop = self.loop_from_depth is not None and self.depth >= self.loop_from_depth
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), unroll=1 if loop else True)
+        def run(h, block):
+            h = block(h)
+            return h, h
+
+        return jnp.concatenate([h[None], run(h, self.blocks)[1]])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.readout(self.hidden(x)[-1])
@@ -103,15 +123,20 @@ class _Net(nnx.Module):
 
     def layer_names(self) -> list[str]:
         """Names of the weight layers, ordered input -> output (hidden blocks, then the head)."""
-        return [f"{self.block_prefix}{i}" for i in range(len(self.blocks))] + ["head"]
+        return [f"{self.block_prefix}{i}" for i in range(self.depth)] + ["head"]
+
+    def block(self, i: int) -> _Block:
+        """Hidden block `i` (0 = the first) as a module of its own: a copy, for reading and calling."""
+        i = range(self.depth)[i]  # IndexError outside [-depth, depth)
+        if i == 0:
+            return self.first
+        graphdef, state = nnx.split(self.blocks)
+        return nnx.merge(graphdef, jax.tree.map(lambda a: a[i - 1], state))
 
     def kernels(self) -> list[jax.Array]:
         """The weight kernels, in the order of `layer_names`."""
-        return [block.layer.kernel[...] for block in self.blocks] + [self.head.kernel[...]]
-
-    def kernel_paths(self) -> list[tuple]:
-        """Parameter paths of the weight kernels, in the order of `layer_names`."""
-        return [("blocks", i, "layer", "kernel") for i in range(len(self.blocks))] + [("head", "kernel")]
+        stacked = list(self.blocks.layer.kernel[...]) if self.blocks is not None else []
+        return [self.first.layer.kernel[...], *stacked, self.head.kernel[...]]
 
     def _prepare(self, x):
         return x
@@ -129,13 +154,47 @@ class _Net(nnx.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         _check_switches(activation, init, init_scale)
         k_init = kernel_init(init, init_scale)
-        self.blocks = nnx.List(
-            [
-                _Block(make_layer(n_in if i == 0 else width, k_init), width, activation, batchnorm, residual, rngs)
-                for i in range(depth)
-            ]
-        )
+        blocks = [
+            _Block(
+                make_layer(n_in if i == 0 else width, k_init, not batchnorm),
+                width,
+                activation,
+                batchnorm,
+                residual,
+                rngs,
+            )
+            for i in range(depth)
+        ]
+        self.depth = depth
+        self.first = blocks[0]
+        self.blocks = _stack(blocks[1:]) if depth > 1 else None
         self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
+
+def _stack(modules: list[nnx.Module]) -> nnx.Module:
+    """One module of the same kind whose every array is the modules' arrays stacked on a new leading axis."""
+    graphdef, _ = nnx.split(modules[0])
+    return nnx.merge(graphdef, jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(m) for m in modules]))
+
+
+def layer_norms(*trees) -> jax.Array:
+    """||W_l|| (Frobenius) of every weight kernel, input -> output, shape (len(trees), layers).
+
+    Each tree is shaped like a model's nnx.Param state: the parameters, their gradients or their updates.
+    A stacked kernel takes one batched dot product for all its layers (XLA:CPU runs a dot faster than a reduction).
+    """
+
+    def norms(t):
+        t = nnx.to_pure_dict(t) if isinstance(t, nnx.State) else t
+        first, head = t["first"]["layer"]["kernel"], t["head"]["kernel"]
+        parts = [jnp.vdot(first, first)[None]]
+        if "blocks" in t:
+            stacked = t["blocks"]["layer"]["kernel"]
+            parts.append(jnp.einsum("l...,l...->l", stacked, stacked))
+        parts.append(jnp.vdot(head, head)[None])
+        return jnp.sqrt(jnp.concatenate(parts))
+
+    return jnp.stack([norms(t) for t in trees])
 
 
 class MLP(_Net):
@@ -160,7 +219,7 @@ class MLP(_Net):
         _positive_int("in_features", in_features)
         self.in_features = in_features
         self._build(
-            lambda n_in, k_init: nnx.Linear(n_in, width, kernel_init=k_init, rngs=rngs),
+            lambda n_in, k_init, bias: nnx.Linear(n_in, width, use_bias=bias, kernel_init=k_init, rngs=rngs),
             in_features,
             depth,
             width,
@@ -196,6 +255,7 @@ class CNN(_Net):
     # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax issue 12868):
     # the CNN is stepped by per-step compiled calls instead (measured in benchmarks/).
     scan_steps = False
+    loop_from_depth = None  # the same holds for a loop over the blocks: always unrolled
 
     def __init__(
         self,
@@ -217,7 +277,7 @@ class CNN(_Net):
         self.in_shape = in_shape
         self.pool = max(1, in_shape[0] // 8)
         self._build(
-            lambda n_in, k_init: nnx.Conv(n_in, width, (3, 3), kernel_init=k_init, rngs=rngs),
+            lambda n_in, k_init, bias: nnx.Conv(n_in, width, (3, 3), use_bias=bias, kernel_init=k_init, rngs=rngs),
             in_shape[2],
             depth,
             width,

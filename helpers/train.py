@@ -18,6 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from helpers.models import layer_norms
+
 OPTIMIZERS = ("sgd", "momentum", "adam")
 CLIP_MODES = ("global_norm", "value", "adaptive")
 
@@ -150,14 +152,28 @@ class _Spec(NamedTuple):
     clip_mode: str | None
     skip_nonfinite: bool
     scan: bool
+    # False: the same step without the diagnostics (per-layer gradient norms, update ratios, clipped flag);
+    # each step reports only loss, ok and reason. What benchmarks/ measures the diagnostics' cost against.
+    diagnostics: bool = True
+
+
+#: A step's metrics travel as ONE float32 row (one write per step, one fetch per chunk): these scalars,
+#: then the per-layer gradient norms, then the per-layer update ratios.
+_SCALARS = ("loss", "grad_norm", "clipped", "skipped", "lr", "ok", "reason")
+
+
+def _mask(params, predicate: Callable[[list], bool]):
+    """A params-shaped tree of bools: `predicate(names)` of each leaf's path (an nnx.State or a plain dict)."""
+
+    def names(path):
+        return [getattr(k, "key", getattr(k, "idx", None)) for k in path if not isinstance(k, jax.tree_util.GetAttrKey)]
+
+    return jax.tree_util.tree_map_with_path(lambda path, _: predicate(names(path)), params)
 
 
 def _kernel_mask(params):
-    return jax.tree_util.tree_map_with_path(lambda path, _: _key(path[-2]) == "kernel", params)
-
-
-def _key(entry) -> Any:
-    return getattr(entry, "key", getattr(entry, "idx", getattr(entry, "name", None)))
+    """True for weight kernels (what l2 and weight decay act on), False for biases and BatchNorm's scale/shift."""
+    return _mask(params, lambda names: names[-1] == "kernel")
 
 
 def _inject_state(opt_state) -> optax.InjectHyperparamsState:
@@ -174,23 +190,38 @@ def warmup_factor(count, warmup_steps):
     return jnp.minimum(1.0, (count + 1) / jnp.maximum(warmup_steps, 1.0))
 
 
-CLIPPERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
-    "global_norm": optax.clip_by_global_norm,
-    "value": optax.clip,
-    "adaptive": optax.adaptive_grad_clip,
-}
+def adaptive_grad_clip(clipping, params) -> optax.GradientTransformation:
+    """`optax.adaptive_grad_clip` layer by layer, also for the stacked blocks of `helpers.models`.
+
+    AGC clips each unit's gradient to `clipping` times that unit's weight norm, reading the units off each
+    array's shape. A stacked array carries the layers on its leading axis, so there the clip is `jax.vmap`-ed
+    over that axis: every layer is clipped exactly as if it were stored on its own (tested).
+    """
+    agc = optax.adaptive_grad_clip(clipping)
+    stacked = _mask(params, lambda names: names[0] == "blocks")
+    per_layer = optax.GradientTransformation(
+        agc.init, lambda u, state, p: (jax.vmap(lambda u, p: agc.update(u, state, p)[0])(u, p), state)
+    )
+    return optax.chain(optax.masked(agc, jax.tree.map(lambda s: not s, stacked)), optax.masked(per_layer, stacked))
 
 
-def make_optimizer(config: TrainConfig, kernel_mask) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
     """l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup, hyperparameters injected.
 
-    `kernel_mask` (a params-shaped tree of bools) limits l2 and weight decay to the weight kernels.
+    `params` (the model's nnx.Param state, or the same as plain arrays) gives the tree's structure: l2 and
+    weight decay act on the weight kernels only.
     """
+    kernel_mask = _kernel_mask(params)
+    clippers = {
+        "global_norm": optax.clip_by_global_norm,
+        "value": optax.clip,
+        "adaptive": lambda clip_norm: adaptive_grad_clip(clip_norm, params),
+    }
 
     def chain(lr, warmup_steps, clip_norm, l2, weight_decay):
         parts = [optax.add_decayed_weights(l2, kernel_mask)]
         if config.clip_norm is not None:
-            parts.append(CLIPPERS[config.clip_mode](clip_norm))
+            parts.append(clippers[config.clip_mode](clip_norm))
         parts.append(
             {"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}[
                 config.optimizer
@@ -235,8 +266,8 @@ def _forward_ok(graphdef, params, rest, x) -> np.ndarray:
         def forward_ok(params, rest, x):
             model = nnx.merge(graphdef, params, rest, copy=True)
             hidden = model.hidden(x)
-            logits = model.readout(hidden[-1])
-            return jnp.stack([jnp.isfinite(h).all() for h in hidden] + [jnp.isfinite(logits).all()])
+            finite = jnp.isfinite(hidden).all(axis=tuple(range(1, hidden.ndim)))
+            return jnp.concatenate([finite, jnp.isfinite(model.readout(hidden[-1])).all()[None]])
 
         _FORWARD_OK[graphdef] = jax.jit(forward_ok)
     return np.asarray(_FORWARD_OK[graphdef](params, rest, x))
@@ -245,29 +276,22 @@ def _forward_ok(graphdef, params, rest, x) -> np.ndarray:
 _FORWARD_OK: dict[Any, Callable] = {}
 
 
-def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tuple]):
+def _build_runner(graphdef, spec: _Spec, params_template):
     """Jitted (state, x, y, batch indices, active flags) -> (state, per-step metrics); state is donated."""
     mask = _kernel_mask(params_template)
-    leaves_with_path = jax.tree_util.tree_flatten_with_path(params_template)[0]
-    paths = [tuple(_key(k) for k in p if not isinstance(k, jax.tree_util.GetAttrKey)) for p, _ in leaves_with_path]
-    kernel_at = [paths.index(p) for p in kernel_paths]
     config = TrainConfig(
         optimizer=spec.optimizer,
         clip_norm=1.0 if spec.clip_mode else None,
         clip_mode=spec.clip_mode or "global_norm",
         skip_nonfinite=spec.skip_nonfinite,
     )
-    tx = make_optimizer(config, mask)
+    tx = make_optimizer(config, params_template)
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
         logits = model(x)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, nnx.split(model, nnx.Param, ...)[2]
-
-    def norms(tree):
-        leaves = jax.tree.leaves(tree)
-        return jnp.stack([jnp.linalg.norm(leaves[i].ravel()) for i in kernel_at])
 
     def step(carry, batch, x_all, y_all):
         params, rest, opt_state, stopped = carry
@@ -278,7 +302,6 @@ def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tup
         grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
         grad_norm = optax.tree.norm(grads_l2)
         updates, new_opt = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
         grads_ok = jnp.isfinite(grad_norm)
         if spec.clip_mode is None:
             clipped = jnp.array(False)
@@ -287,35 +310,32 @@ def _build_runner(graphdef, spec: _Spec, params_template, kernel_paths: list[tup
         elif spec.clip_mode == "value":
             clipped = optax.tree.max(jax.tree.map(jnp.abs, grads_l2)) > hp["clip_norm"]
         else:
-            clipped_g = optax.adaptive_grad_clip(hp["clip_norm"]).update(grads_l2, optax.EmptyState(), params)[0]
+            agc = adaptive_grad_clip(hp["clip_norm"], params)
+            clipped_g = agc.update(grads_l2, agc.init(params), params)[0]
             clipped = optax.tree.norm(optax.tree.sub(clipped_g, grads_l2)) > 0
+        # Finite parameters plus a finite update give finite new parameters, so checking the update decides
+        # before the update is applied, and XLA fuses the guard into `apply_updates` (no second pass).
         if spec.skip_nonfinite:
-            ok = _all_finite(new_params)  # apply_if_finite already kept the old params for bad gradients
+            ok = _all_finite(updates)  # apply_if_finite already zeroed the update for bad gradients
             reason = jnp.int32(2)
         else:
-            ok = jnp.isfinite(loss) & grads_ok & _all_finite(new_params)
+            ok = jnp.isfinite(loss) & grads_ok & _all_finite(updates)
             reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~grads_ok, 1, 2))
         apply = active & ~stopped & ok
         keep_rest = apply & jnp.isfinite(loss)
         carry = (
-            choose(new_params, params, apply),
+            choose(optax.apply_updates(params, updates), params, apply),
             choose(new_rest, rest, keep_rest),
             choose(new_opt, opt_state, apply),
             stopped | (active & ~ok),
         )
-        count = _inject_state(opt_state).count
-        metrics = {
-            "loss": loss,
-            "grad_norm": grad_norm,
-            "layer_grad_norms": norms(grads_l2),
-            "update_ratio": norms(updates) / norms(params),
-            "clipped": clipped,
-            "skipped": ~grads_ok,
-            "lr": hp["lr"] * warmup_factor(count, hp["warmup_steps"]),
-            "ok": ok,
-            "reason": reason,
-        }
-        return carry, metrics
+        if not spec.diagnostics:
+            return carry, jnp.stack([loss, ok, reason]).astype(jnp.float32)
+        lr = hp["lr"] * warmup_factor(_inject_state(opt_state).count, hp["warmup_steps"])
+        scalars = dict(loss=loss, grad_norm=grad_norm, clipped=clipped, skipped=~grads_ok, lr=lr, ok=ok, reason=reason)
+        g_norms, u_norms, p_norms = layer_norms(grads_l2, updates, params)
+        row = jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in _SCALARS])
+        return carry, jnp.concatenate([row, g_norms, u_norms / p_norms])
 
     if spec.scan:
 
@@ -369,16 +389,16 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
     key = (graphdef, spec)
     if key not in _RUNNERS:
-        _RUNNERS[key] = _build_runner(graphdef, spec, params, model.kernel_paths())
+        _RUNNERS[key] = _build_runner(graphdef, spec, params)
     runner = _RUNNERS[key]
 
     n_chunks = -(-config.steps // chunk)
     idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
     active = (np.arange(n_chunks * chunk) < config.steps).reshape(n_chunks, chunk)
-    tx = make_optimizer(config, _kernel_mask(params))
+    tx = make_optimizer(config, params)
     carry = (params, rest, tx.init(params), jnp.array(False))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
-    rows: list[dict] = []
+    rows: list[np.ndarray] = []
     history = None
     try:
         for c in range(n_chunks):
@@ -389,10 +409,8 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
                 for s in range(chunk):
                     carry, m = runner(carry, x_dev, y_dev, idx[c, s], active[c, s])
                     per_step.append(m)
-                metrics = jax.tree.map(lambda *a: jnp.stack(a), *per_step)
-            metrics = jax.device_get(metrics)
-            n_valid = int(active[c].sum())
-            rows.append({k: v[:n_valid] for k, v in metrics.items()})
+                metrics = jnp.stack(per_step)
+            rows.append(np.asarray(metrics)[: int(active[c].sum())])
             history = _history(config, model.layer_names(), rows)
             if history.diverged_reason == "loss":  # where did the forward pass overflow? replay that step
                 t = history.diverged_at
@@ -409,8 +427,12 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     return history
 
 
-def _history(config: TrainConfig, names: list[str], rows: list[dict]) -> History:
-    cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+def _history(config: TrainConfig, names: list[str], rows: list[np.ndarray]) -> History:
+    table = np.concatenate(rows)
+    cat = {k: table[:, i] for i, k in enumerate(_SCALARS)}
+    n, layers = len(_SCALARS), len(names)
+    cat["layer_grad_norms"], cat["update_ratio"] = table[:, n : n + layers], table[:, n + layers :]
+    cat["ok"] = cat["ok"].astype(bool)
     bad = np.flatnonzero(~cat["ok"])
     end = int(bad[0]) + 1 if len(bad) else len(cat["loss"])
     cat = {k: v[:end] for k, v in cat.items()}
