@@ -199,6 +199,8 @@ def adaptive_grad_clip(clipping, params) -> optax.GradientTransformation:
     """
     agc = optax.adaptive_grad_clip(clipping)
     stacked = _mask(params, lambda names: names[0] == "blocks")
+    if not any(jax.tree.leaves(stacked)):  # depth 1: nothing stacked
+        return agc
     per_layer = optax.GradientTransformation(
         agc.init, lambda u, state, p: (jax.vmap(lambda u, p: agc.update(u, state, p)[0])(u, p), state)
     )
@@ -452,7 +454,8 @@ def _history(config: TrainConfig, names: list[str], rows: list[np.ndarray]) -> H
         h.diverged_at = t
         h.diverged_reason = ("loss", "gradient", "parameters")[int(cat["reason"][t])]
         if h.diverged_reason != "loss":  # a "loss" divergence is blamed by `train`, which replays the forward pass
-            h.diverged_layer = _blame(h.diverged_reason, None, h.layer_grad_norms[t], h.update_ratio, t, names)
+            # the step's own update ratios (History hides them: that update was not applied)
+            h.diverged_layer = _blame(h.diverged_reason, None, h.layer_grad_norms[t], cat["update_ratio"], t, names)
     return h
 
 
@@ -469,7 +472,7 @@ def _blame(reason: str, forward_ok, grad_norms, update_ratio, t: int, names: lis
     bad = ~np.isfinite(grad_norms)
     if reason == "gradient" and bad.any():
         return names[int(np.flatnonzero(bad)[-1])]
-    row = np.where(np.isfinite(update_ratio[t]), update_ratio[t], -np.inf)
+    row = np.where(np.isnan(update_ratio[t]), -np.inf, update_ratio[t])  # an overflowing layer's ratio is inf
     return names[int(np.argmax(row))]
 
 

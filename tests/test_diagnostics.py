@@ -32,8 +32,8 @@ def test_activation_stats_count_dead_units(small):
     x = small.x_train[:64]
     alive = np.flatnonzero(np.asarray(model.hidden(x)[1]).max(axis=0) > 0)
     naturally_dead = 8 - len(alive)
-    bias = model.blocks[1].layer.bias
-    bias[...] = bias[...].at[alive[:3]].set(-1e6)  # 3 more units never fire
+    bias = model.blocks.layer.bias  # the blocks after the first, stacked: block 1 is row 0
+    bias[...] = bias[...].at[0, alive[:3]].set(-1e6)  # 3 more units never fire
     stats = activation_stats(model, x)
     assert stats.layer_names == ["dense0", "dense1"]
     assert stats.dead_fraction[1] == pytest.approx((naturally_dead + 3) / 8)

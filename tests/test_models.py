@@ -1,18 +1,19 @@
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from helpers.models import CNN, MLP, ModelConfig
+from helpers.models import CNN, MLP, ModelConfig, kernel_init, layer_norms
 
 
 @pytest.mark.parametrize("init, gain, fan", [("he", 2.0, "in"), ("lecun", 1.0, "in"), ("xavier", 1.0, "avg")])
 @pytest.mark.parametrize("init_scale", [0.5, 1.0, 1.5])
 def test_kernel_variance_is_init_scale_squared_times_gain_over_fan(init, gain, fan, init_scale):
     model = MLP(400, 2, 300, 10, init=init, init_scale=init_scale, rngs=nnx.Rngs(0))
-    w = np.asarray(model.blocks[1].layer.kernel[...])  # 300 x 300
+    w = np.asarray(model.block(1).layer.kernel[...])  # 300 x 300
     fan_value = 300 if fan == "in" else (300 + 300) / 2
     expected = init_scale**2 * gain / fan_value
     assert np.var(w) == pytest.approx(expected, rel=0.02)
@@ -23,7 +24,7 @@ def test_kernel_variance_is_init_scale_squared_times_gain_over_fan(init, gain, f
 
 def test_conv_fan_in_counts_the_receptive_field():
     model = CNN((8, 8, 16), 2, 64, 10, init_scale=1.0, rngs=nnx.Rngs(0))
-    w = np.asarray(model.blocks[1].layer.kernel[...])  # 3 x 3 x 64 x 64
+    w = np.asarray(model.block(1).layer.kernel[...])  # 3 x 3 x 64 x 64
     assert np.var(w) == pytest.approx(2.0 / (3 * 3 * 64), rel=0.03)
 
 
@@ -31,12 +32,8 @@ def test_layer_names_are_ordered_input_to_output_and_match_kernels():
     model = MLP(64, 3, 16, 10, rngs=nnx.Rngs(0))
     assert model.layer_names() == ["dense0", "dense1", "dense2", "head"]
     assert [k.shape for k in model.kernels()] == [(64, 16), (16, 16), (16, 16), (16, 10)]
-    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # kernel_paths name the same arrays in the state
-    for path, kernel in zip(model.kernel_paths(), model.kernels(), strict=True):
-        node = state
-        for key in path:
-            node = node[key]
-        np.testing.assert_array_equal(node, kernel)
+    norms = layer_norms(nnx.state(model, nnx.Param), nnx.state(model, nnx.Param))  # one row per tree
+    np.testing.assert_allclose(norms, [[np.linalg.norm(k) for k in model.kernels()]] * 2, rtol=1e-6)
 
 
 def test_residual_adds_the_input_where_widths_match():
@@ -45,7 +42,7 @@ def test_residual_adds_the_input_where_widths_match():
     x = jnp.ones((2, 64))
     h0 = plain.hidden(x)[0]
     assert np.allclose(res.hidden(x)[0], h0)  # first block changes width: no skip
-    assert np.allclose(res.hidden(x)[1], h0 + plain.blocks[1](h0), atol=1e-5)
+    assert np.allclose(res.hidden(x)[1], h0 + plain.block(1)(h0), atol=1e-5)
 
 
 def test_cnn_pools_large_images_and_accepts_digits():
@@ -84,6 +81,39 @@ def test_model_config_round_trips_and_builds_the_same_weights():
     cfg = ModelConfig(kind="cnn", depth=3, width=16, activation="tanh", init="lecun", init_scale=1.25, batchnorm=True)
     assert ModelConfig.parse(str(cfg)) == cfg
     a, b = cfg.build((8, 8, 1)), ModelConfig.parse(str(cfg)).build((8, 8, 1))
-    assert np.array_equal(a.blocks[0].layer.kernel[...], b.blocks[0].layer.kernel[...])
+    assert all(np.array_equal(ka, kb) for ka, kb in zip(a.kernels(), b.kernels(), strict=True))
     with pytest.raises(ValueError, match="unknown item"):
         ModelConfig.parse("depth=3 colour=red")
+
+
+def test_stacked_blocks_hold_the_weights_a_plain_loop_would_draw():
+    """Blocks are built one by one from the same Rngs, then stacked: the seed means the same weights as before."""
+    rngs = nnx.Rngs(0)
+    fans = [(64, 16), (16, 16), (16, 16)]
+    expected = [nnx.Linear(i, o, kernel_init=kernel_init(), rngs=rngs).kernel[...] for i, o in fans]
+    expected.append(nnx.Linear(16, 10, kernel_init=kernel_init(), rngs=rngs).kernel[...])
+    got = MLP(64, 3, 16, 10, rngs=nnx.Rngs(0)).kernels()
+    assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
+
+
+def test_looped_and_unrolled_blocks_compute_the_same():
+    """A deep MLP loops over its stacked blocks, a shallow one unrolls them: same outputs, same BatchNorm updates."""
+    looped = MLP(64, 20, 16, 10, batchnorm=True, residual=True, rngs=nnx.Rngs(0))
+    unrolled = MLP(64, 20, 16, 10, batchnorm=True, residual=True, rngs=nnx.Rngs(0))
+    assert looped.depth >= looped.loop_from_depth
+    unrolled.loop_from_depth = None
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(32, 64)), jnp.float32)
+    np.testing.assert_allclose(looped.hidden(x), unrolled.hidden(x), rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(nnx.state(looped)), jax.tree.leaves(nnx.state(unrolled)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_block_returns_each_hidden_block_and_rejects_bad_indices():
+    model = MLP(64, 3, 16, 10, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 64))
+    hidden = model.hidden(x)
+    assert hidden.shape == (3, 2, 16)
+    np.testing.assert_allclose(model.block(2)(hidden[1]), hidden[2], rtol=1e-6)
+    assert model.block(-1).layer.kernel[...].shape == (16, 16)
+    with pytest.raises(IndexError):
+        model.block(3)

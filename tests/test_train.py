@@ -71,6 +71,27 @@ def test_global_norm_clipping_keeps_direction_and_value_clipping_does_not():
     assert cosine(by_value, g) < 0.99
 
 
+def test_adaptive_clipping_treats_every_stacked_layer_as_optax_treats_a_layer_of_its_own(small):
+    """AGC's units come from each array's shape; the stacked blocks are clipped layer by layer (vmap), as if unstacked."""
+    model = fresh(small)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    rng = np.random.default_rng(0)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.5, jnp.float32), params)
+    tx = train_module.adaptive_grad_clip(0.05, params)
+    ours = tx.update(grads, tx.init(params), params)[0]
+    agc = optax.adaptive_grad_clip(0.05)
+    for i in range(len(params["blocks"]["layer"]["kernel"])):  # each stacked layer on its own, through optax
+        layer = lambda tree: jax.tree.map(lambda a: a[i], tree["blocks"])  # noqa: B023, E731
+        expected = agc.update(layer(grads), agc.init(layer(params)), layer(params))[0]
+        for a, b in zip(jax.tree.leaves(layer(ours)), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    for part in ("first", "head"):
+        expected = agc.update(grads[part], agc.init(params[part]), params[part])[0]
+        for a, b in zip(jax.tree.leaves(ours[part]), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(ours["blocks"]["layer"]["kernel"], grads["blocks"]["layer"]["kernel"])  # it did clip
+
+
 def test_hand_written_global_norm_clipping_agrees_with_optax():
     g = {"w": jax.random.normal(jax.random.key(0), (5, 7)) * 10, "b": jnp.ones(3)}
     norm = jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)))
@@ -96,7 +117,7 @@ def _hand_l2_sgd_step(small, lr, l2):
         logits = nnx.merge(graphdef, p, rest, copy=True)(x)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         pure = nnx.to_pure_dict(p)
-        kernels = [pure["blocks"][i]["layer"]["kernel"] for i in range(4)] + [pure["head"]["kernel"]]
+        kernels = [pure["first"]["layer"]["kernel"], pure["blocks"]["layer"]["kernel"], pure["head"]["kernel"]]
         return ce + 0.5 * l2 * sum(jnp.sum(k**2) for k in kernels)
 
     value, grads = jax.value_and_grad(loss)(params)
@@ -198,6 +219,18 @@ def test_divergence_stops_cleanly_and_keeps_the_last_finite_parameters(small):
     replay = fresh(small, EXPLODING)
     train(replay, small, TrainConfig(lr=0.5, steps=history.diverged_at, chunk_steps=10))
     for a, b in zip(params_of(model), params_of(replay), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_update_that_overflows_stops_the_run_before_it_is_applied(small):
+    """Finite loss and gradient, but lr * weight_decay * W overflows float32: stopped, and nothing applied."""
+    model = fresh(small)
+    before = params_of(model)
+    history = train(model, small, TrainConfig(lr=3e38, weight_decay=1e10, steps=5, chunk_steps=5))
+    assert history.diverged_at == 0 and history.diverged_reason == "parameters"
+    assert np.isfinite(history.loss[0]) and np.isfinite(history.grad_norm[0])
+    assert history.diverged_layer in history.layer_names
+    for a, b in zip(before, params_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
