@@ -104,18 +104,24 @@ class _Net(nnx.Module):
         h = self.first(self._prepare(x))
         if self.blocks is None:
             return h[None]
+        return jnp.concatenate([h[None], self._run_blocks(h, collect=True)[1]])
 
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.first(self._prepare(x))
+        if self.blocks is not None:
+            h = self._run_blocks(h, collect=False)[0]
+        return self.readout(h)
+
+    def _run_blocks(self, h: jax.Array, collect: bool):
+        """(last output, every output stacked if `collect` else None) of the stacked blocks applied to `h`."""
         loop = self.loop_from_depth is not None and self.depth >= self.loop_from_depth
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), unroll=1 if loop else True)
         def run(h, block):
             h = block(h)
-            return h, h
+            return h, h if collect else None
 
-        return jnp.concatenate([h[None], run(h, self.blocks)[1]])
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.readout(self.hidden(x)[-1])
+        return run(h, self.blocks)
 
     def readout(self, h: jax.Array) -> jax.Array:
         """Logits from the last hidden block's output."""

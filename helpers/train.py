@@ -8,6 +8,7 @@ optimizer state (`optax.inject_hyperparams`), not constants in the program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -157,8 +158,8 @@ class _Spec(NamedTuple):
     diagnostics: bool = True
 
 
-#: A step's metrics travel as ONE float32 row (one write per step, one fetch per chunk): these scalars,
-#: then the per-layer gradient norms, then the per-layer update ratios.
+#: A step's metrics travel as two float32 arrays (two writes per step, one fetch per chunk): these scalars,
+#: and a (2, layers) array of the per-layer gradient norms and update ratios.
 _SCALARS = ("loss", "grad_norm", "clipped", "skipped", "lr", "ok", "reason")
 
 
@@ -295,10 +296,10 @@ def _build_runner(graphdef, spec: _Spec, params_template):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
-    def step(carry, batch, x_all, y_all):
+    def step(carry, batch):
         params, rest, opt_state, stopped = carry
-        idx, active = batch
-        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x_all[idx], y_all[idx])
+        x, y, active = batch
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)
         hp = _hyperparams(opt_state)
         # The gradient of the regularized loss: what clipping sees, and what we report.
         grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
@@ -325,6 +326,8 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~grads_ok, 1, 2))
         apply = active & ~stopped & ok
         keep_rest = apply & jnp.isfinite(loss)
+        if spec.diagnostics:  # read the parameters' norms before the update overwrites them in place
+            norms, params = jax.lax.optimization_barrier((layer_norms(grads_l2, updates, params), params))
         carry = (
             choose(optax.apply_updates(params, updates), params, apply),
             choose(new_rest, rest, keep_rest),
@@ -335,18 +338,20 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             return carry, jnp.stack([loss, ok, reason]).astype(jnp.float32)
         lr = hp["lr"] * warmup_factor(_inject_state(opt_state).count, hp["warmup_steps"])
         scalars = dict(loss=loss, grad_norm=grad_norm, clipped=clipped, skipped=~grads_ok, lr=lr, ok=ok, reason=reason)
-        g_norms, u_norms, p_norms = layer_norms(grads_l2, updates, params)
-        row = jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in _SCALARS])
-        return carry, jnp.concatenate([row, g_norms, u_norms / p_norms])
+        g_norms, u_norms, p_norms = norms
+        return carry, (
+            jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in _SCALARS]),
+            jnp.stack([g_norms, u_norms / p_norms]),
+        )
 
     if spec.scan:
 
-        def run(carry, x_all, y_all, idx, active):
-            return jax.lax.scan(lambda c, b: step(c, b, x_all, y_all), carry, (idx, active))
+        def run(carry, x_all, y_all, idx, active):  # the chunk's batches gathered at once, outside the loop
+            return jax.lax.scan(step, carry, (x_all[idx], y_all[idx], active))
     else:
 
         def run(carry, x_all, y_all, idx, active):
-            carry, metrics = step(carry, (idx, active), x_all, y_all)
+            carry, metrics = step(carry, (x_all[idx], y_all[idx], active))
             return carry, metrics
 
     return jax.jit(run, donate_argnums=(0,))
@@ -361,12 +366,15 @@ def choose(new, old, flag):
 _RUNNERS: dict[tuple, Callable] = {}
 
 
+@functools.lru_cache(maxsize=64)  # a slider move asks for the same batches again
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """(steps, batch_size) example indices: shuffled epochs without replacement, remainder dropped."""
+    """(steps, batch_size) example indices: shuffled epochs without replacement, remainder dropped. Read-only."""
     per_epoch = n // batch_size
     rng = np.random.default_rng(seed)
     epochs = [rng.permutation(n)[: per_epoch * batch_size] for _ in range(-(-steps // per_epoch))]
-    return np.concatenate(epochs).reshape(-1, batch_size)[:steps].astype(np.int32)
+    idx = np.concatenate(epochs).reshape(-1, batch_size)[:steps].astype(np.int32)
+    idx.setflags(write=False)
+    return idx
 
 
 def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_chunk=None) -> History:
@@ -389,10 +397,9 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     chunk = config.chunk_steps
     clip_mode = config.clip_mode if config.clip_norm is not None else None
     spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
-    key = (graphdef, spec)
-    if key not in _RUNNERS:
-        _RUNNERS[key] = _build_runner(graphdef, spec, params)
-    runner = _RUNNERS[key]
+    runner = _RUNNERS.get((graphdef, spec))
+    if runner is None:
+        runner = _RUNNERS[graphdef, spec] = _build_runner(graphdef, spec, params)
 
     n_chunks = -(-config.steps // chunk)
     idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
@@ -400,19 +407,28 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     tx = make_optimizer(config, params)
     carry = (params, rest, tx.init(params), jnp.array(False))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
-    rows: list[np.ndarray] = []
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
     history = None
+
+    def dispatch(c, carry):
+        """Queue chunk c; JAX runs it asynchronously. Returns the new carry and the chunk's metrics, unread."""
+        if spec.scan:
+            return runner(carry, x_dev, y_dev, idx[c], active[c])
+        per_step = []
+        for s in range(chunk):
+            carry, m = runner(carry, x_dev, y_dev, idx[c, s], active[c, s])
+            per_step.append(m)
+        return carry, jax.tree.map(lambda *a: jnp.stack(a), *per_step)
+
     try:
+        carry, metrics = dispatch(0, carry)
         for c in range(n_chunks):
-            if spec.scan:
-                carry, metrics = runner(carry, x_dev, y_dev, idx[c], active[c])
-            else:
-                per_step = []
-                for s in range(chunk):
-                    carry, m = runner(carry, x_dev, y_dev, idx[c, s], active[c, s])
-                    per_step.append(m)
-                metrics = jnp.stack(per_step)
-            rows.append(np.asarray(metrics)[: int(active[c].sum())])
+            current = metrics
+            # Queue the next chunk before reading this one, so that the host work below overlaps it. If this
+            # chunk diverged, the queued one changes nothing: the carry's `stopped` flag makes its steps no-ops.
+            if c + 1 < n_chunks:
+                carry, metrics = dispatch(c + 1, carry)
+            rows.append(tuple(np.asarray(m)[: int(active[c].sum())] for m in current))
             history = _history(config, model.layer_names(), rows)
             if history.diverged_reason == "loss":  # where did the forward pass overflow? replay that step
                 t = history.diverged_at
@@ -429,11 +445,10 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     return history
 
 
-def _history(config: TrainConfig, names: list[str], rows: list[np.ndarray]) -> History:
-    table = np.concatenate(rows)
-    cat = {k: table[:, i] for i, k in enumerate(_SCALARS)}
-    n, layers = len(_SCALARS), len(names)
-    cat["layer_grad_norms"], cat["update_ratio"] = table[:, n : n + layers], table[:, n + layers :]
+def _history(config: TrainConfig, names: list[str], rows: list[tuple[np.ndarray, np.ndarray]]) -> History:
+    scalars, per_layer = (np.concatenate(part) for part in zip(*rows, strict=True))
+    cat = {k: scalars[:, i] for i, k in enumerate(_SCALARS)}
+    cat["layer_grad_norms"], cat["update_ratio"] = per_layer[:, 0], per_layer[:, 1]
     cat["ok"] = cat["ok"].astype(bool)
     bad = np.flatnonzero(~cat["ok"])
     end = int(bad[0]) + 1 if len(bad) else len(cat["loss"])

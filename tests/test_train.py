@@ -72,7 +72,7 @@ def test_global_norm_clipping_keeps_direction_and_value_clipping_does_not():
 
 
 def test_adaptive_clipping_treats_every_stacked_layer_as_optax_treats_a_layer_of_its_own(small):
-    """AGC's units come from each array's shape; the stacked blocks are clipped layer by layer (vmap), as if unstacked."""
+    """AGC reads units off each array's shape; stacked blocks are clipped layer by layer (vmap), as if unstacked."""
     model = fresh(small)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(0)
