@@ -212,14 +212,9 @@ assert abs(delta_growth / 1.2**6 - 1) < 0.2 and 1.6 < min(kernel_norms) and max(
 DEPTH, WIDTH = 30, 128
 
 
-def kernels(model):
-    """The model's weight kernels as a list, input -> output (hidden layers, then the head)."""
-    return [block.layer.kernel[...] for block in model.blocks] + [model.head.kernel[...]]
-
-
 model = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.0).build(data.image_shape, data.num_classes)
-Ws = kernels(model)
-Ws_12 = kernels(ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2).build(data.image_shape, data.num_classes))
+Ws = model.kernels()  # the weight kernels as a list, input -> output (hidden layers, then the head)
+Ws_12 = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2).build(data.image_shape, data.num_classes).kernels()
 scale_err = max(float(jnp.max(jnp.abs(1.2 * a - b) / jnp.max(jnp.abs(b)))) for a, b in zip(Ws, Ws_12, strict=True))
 ours = np.array([float(jnp.linalg.norm(g)) for g in backprop_jit(Ws, x, y)[1]])
 theirs = layer_grad_norms(model, x, y)
@@ -340,7 +335,7 @@ depths = [10, 20, 30, 40]
 sweep = np.array([0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
 first = {}
 for depth in depths:
-    Ws_d = kernels(ModelConfig(depth=depth, width=WIDTH, init_scale=1.0).build(data.image_shape, data.num_classes))
+    Ws_d = ModelConfig(depth=depth, width=WIDTH, init_scale=1.0).build(data.image_shape, data.num_classes).kernels()
     first[depth] = np.array([float(jnp.linalg.norm(backprop_jit([s * W for W in Ws_d], x, y)[1][0])) for s in sweep])
 
 fig, (ax_s, ax_d) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")

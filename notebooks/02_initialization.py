@@ -173,7 +173,7 @@ for rule, f in named.items():
 helper_std = {}
 for rule in STD:
     model = ModelConfig(depth=2, width=128, init=rule).build(data.image_shape, data.num_classes)
-    helper_std[rule] = [float(b.layer.kernel[...].std()) for b in model.blocks] + [float(model.head.kernel[...].std())]
+    helper_std[rule] = [float(k.std()) for k in model.kernels()]
 lines = [
     f"helpers, init={rule:6s}: kernel std {np.round(v, 4)}, formula {np.round([STD[rule](64, 128), STD[rule](128, 128), STD[rule](128, 10)], 4)}"
     for rule, v in helper_std.items()

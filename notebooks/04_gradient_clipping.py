@@ -52,7 +52,7 @@ from helpers.data import load_digits
 from helpers.exercises import clipping as ex
 from helpers.models import ModelConfig
 from helpers.plots import COLORS, LAYER_AXIS, Dashboard, series
-from helpers.train import TrainConfig, evaluate, train
+from helpers.train import TrainConfig, adaptive_grad_clip, evaluate, train
 from helpers.widgets import panel
 
 data = load_digits(seed=0)
@@ -143,12 +143,19 @@ def adaptive_clip(tree, params, clipping, eps=1e-3):
         max_norm = clipping * jnp.maximum(jnp.sqrt(jnp.sum(w**2, axis=axis, keepdims=True)), eps)
         return jnp.where(g_norm > max_norm, g * max_norm / jnp.maximum(g_norm, 1e-12), g)
 
-    return jax.tree.map(one, tree, params)
+    def leaf(path, g, w):  # the blocks after the first are stored stacked: clip them layer by layer
+        return jax.vmap(one)(g, w) if path[0].key == "blocks" else one(g, w)
+
+    return jax.tree_util.tree_map_with_path(leaf, tree, params)
 
 
 # %% [markdown]
 # Do they agree with Optax? Each Optax clipper is a `GradientTransformation`: `update(grads, state, params)`
-# returns the transformed gradient.
+# returns the transformed gradient. One catch for AGC: Optax reads a unit off each array's *shape* (a 2-D
+# kernel's columns; a 3-D array is taken for a multi-head kernel). `helpers.models` stores the hidden blocks
+# after the first *stacked*, as one `(layers, fan_in, fan_out)` array, so raw `optax.adaptive_grad_clip`
+# would measure each unit's norm across layers. `helpers.train.adaptive_grad_clip` applies Optax's clip to
+# each stacked layer on its own (`jax.vmap`), and that is what we compare with.
 
 
 # %%
@@ -161,13 +168,13 @@ def max_rel_diff(a, b):
 
 def with_optax(transform):
     """The gradient after an Optax transformation (compiled); AGC reads the parameters too."""
-    return jax.jit(lambda g, p: transform.update(g, optax.EmptyState(), p)[0])(grads, params)
+    return jax.jit(lambda g, p: transform.update(g, transform.init(p), p)[0])(grads, params)
 
 
 ours_vs_optax = {
     "global_norm, c=1": (clip_by_global_norm(grads, 1.0), with_optax(optax.clip_by_global_norm(1.0))),
     "value, c=0.01": (clip_by_value(grads, 0.01), with_optax(optax.clip(0.01))),
-    "adaptive, c=0.01": (adaptive_clip(grads, params, 0.01), with_optax(optax.adaptive_grad_clip(0.01))),
+    "adaptive, c=0.01": (adaptive_clip(grads, params, 0.01), with_optax(adaptive_grad_clip(0.01, params))),
 }
 differences = {name: max_rel_diff(ours, theirs) for name, (ours, theirs) in ours_vs_optax.items()}
 norm_before, norm_after = float(global_norm(grads)), float(global_norm(ours_vs_optax["global_norm, c=1"][0]))
@@ -307,14 +314,14 @@ print(
 
 # %% [markdown]
 # Clipping makes the run possible: no divergence, the loss falls from 226 to about 0.8 and the test accuracy
-# is 68.5 %. It answers the predictions too: **every** step was clipped (100 %), and the gradient norm before
-# clipping, although it fell from 3 800, is still about 24 at the end, 24 times the threshold.
+# is 73.3 %. It answers the predictions too: **every** step was clipped (100 %), and the gradient norm before
+# clipping, although it fell from 3 800, is still about 27 at the end, 27 times the threshold.
 
 # %%
 assert h_clip.diverged_at is None and abs(h_clip.loss[0] - 226) < 1 and abs(h_clip.loss[-50:].mean() - 0.8) < 0.05
-assert abs(acc_clip - 0.685) < 0.005
+assert abs(acc_clip - 0.733) < 0.005
 assert h_clip.clipped.all() and abs(h_clip.grad_norm[0] - 3800) < 10
-assert abs(np.median(h_clip.grad_norm[-100:]) - 24) < 0.5
+assert abs(np.median(h_clip.grad_norm[-100:]) - 27) < 0.5
 
 # %% [markdown]
 # ## 3. What clipping does not fix
@@ -338,7 +345,7 @@ assert h_same.clipped.all() and diff == 0
 # the steps clipped as extremely aggressive.
 #
 # Is it *just* a smaller learning rate here? Not quite: the effective learning rate is
-# $\text{lr}\cdot c/\|g\|$, and it grows as $\|g\|$ falls (from 3 800 to 24 here, a factor 160). A fixed
+# $\text{lr}\cdot c/\|g\|$, and it grows as $\|g\|$ falls (from 3 800 to 27 here, a factor 140). A fixed
 # learning rate must be small enough for the first steps: 1e-3 still diverges, 3e-4 does not, and 600 steps
 # of it reach a much lower accuracy than the clipped run.
 
@@ -421,7 +428,7 @@ for name, w in worst.items():
 #   scales because, with zero biases, the $s = 1.2$ network computes exactly $1.2^l$ times the $s = 1$
 #   network's signal (ReLU is positively homogeneous, notebook 01): they belong to this draw of the weights,
 #   not to $s$.
-# - After 600 clipped steps the network still amplifies, by 1.10 per layer: its last layer's RMS is 14 times
+# - After 600 clipped steps the network still amplifies, by 1.09 per layer: its last layer's RMS is 12 times
 #   its input's, where the $s = 1$ network's is 0.84 times. Training brought the amplification down from 200,
 #   slowly, at a fixed step length; clipping itself does nothing about it. Fixing the initialisation
 #   (notebook 02) does, and the next section shows what that network reaches.
@@ -432,8 +439,8 @@ assert abs(growth["init_scale 1.2, at initialisation"] / 1.2 - 1) < 0.005
 assert abs(growth["init_scale 1.0, at initialisation"] - 1) < 0.005
 assert abs(np.exp(worst["init_scale 1.2, at initialisation"]) - 2.1) < 0.1
 assert abs(worst["init_scale 1.2, at initialisation"] - worst["init_scale 1.0, at initialisation"]) < 1e-3
-assert abs(growth["init_scale 1.2, after 600 clipped steps"] - 1.10) < 0.01
-assert 12 < amplification["init_scale 1.2, after 600 clipped steps"] < 16
+assert abs(growth["init_scale 1.2, after 600 clipped steps"] - 1.09) < 0.01
+assert 10 < amplification["init_scale 1.2, after 600 clipped steps"] < 14
 assert abs(amplification["init_scale 1.0, at initialisation"] - 0.84) < 0.02
 assert 190 < amplification["init_scale 1.2, at initialisation"] < 210
 
@@ -514,19 +521,20 @@ print(
 )
 
 # %% [markdown]
-# - Clipped at the 90th percentile, the test accuracy goes from 51 % to 91 % (the clipped exploding network of
-#   section 2 reached 68.5 %): the spikes were what held this network back. Clipping only the largest 1 % (99th percentile) does as well here, 92 %; so does the median.
+# - Clipped at the 90th percentile, the test accuracy goes from 51 % to 89 % (the clipped exploding network of
+#   section 2 reached 73.3 %): the spikes were what held this network back. Clipping only the largest 1 %
+#   (99th percentile) does as well here, 89 %, and clipping at the median 92 %.
 #   Each number is one run, so differences of a few points are noise.
-# - At the 90th percentile, 23 % of the steps were clipped, not 10 %. The percentile describes the *recorded*
+# - At the 90th percentile, 22 % of the steps were clipped, not 10 %. The percentile describes the *recorded*
 #   run, and the clipped run is a different run: spared the setbacks, it trains further, through a region where
 #   its gradients are larger than the recorded ones (median 5.8 against 4.0). The plot puts the naive prediction (a threshold at
 #   percentile $q$ clips $1 - q/100$ of the steps) over the measurement: measure the clipped fraction, don't
 #   assume it.
 
 # %%
-assert abs(clipped_runs[90][2] - 0.91) < 0.01 and abs(clipped_runs[99][2] - 0.92) < 0.01
+assert abs(clipped_runs[90][2] - 0.89) < 0.01 and abs(clipped_runs[99][2] - 0.89) < 0.01
 assert abs(clipped_runs[50][2] - 0.92) < 0.01
-assert abs(clipped_runs[90][1].clipped.mean() - 0.23) < 0.01
+assert abs(clipped_runs[90][1].clipped.mean() - 0.22) < 0.01
 assert abs(np.median(clipped_runs[90][1].grad_norm) - 5.8) < 0.05 and abs(np.median(norms) - 4.0) < 0.05
 measured = np.array([clipped_runs[q][1].clipped.mean() for q in percentiles])
 assert np.all(measured > 1 - np.array(percentiles) / 100)
@@ -552,9 +560,9 @@ plt.show()
 # Record a run at `lr = 0.1` instead. Without clipping it collapses: the loss ends at 2.30, $\ln 10$, the loss
 # of a uniform guess, and a collapsed network has small gradients. Their 90th percentile, 0.70, is 13 times
 # smaller than at `lr = 0.02`, and it clips every step of the next run: normalized gradient descent with step
-# length $0.1 \times 0.70 = 0.07$. It trains (87 %), but now the threshold *is* the learning rate, found by
+# length $0.1 \times 0.70 = 0.07$. It trains (86 %), but now the threshold *is* the learning rate, found by
 # accident. The playbook's advice applies: when more than half of the steps are clipped, lower `lr` instead,
-# here to 0.02, which trained to 91 % with a quarter of the steps clipped.
+# here to 0.02, which trained to 89 % with a fifth of the steps clipped.
 
 # %%
 net = HEALTHY.build(data.image_shape, data.num_classes)
@@ -574,7 +582,7 @@ print(
 )
 assert abs(h_fast.loss[-100:].mean() - np.log(10)) < 0.01
 assert abs(c_fast - 0.70) < 0.02 and 12 < clipped_runs[90][0] / c_fast < 14
-assert h_fast_clip.clipped.mean() > 0.99 and abs(acc_fast_clip - 0.87) < 0.01
+assert h_fast_clip.clipped.mean() > 0.99 and abs(acc_fast_clip - 0.86) < 0.01
 
 # %% [markdown]
 # ## 5. Explore
@@ -633,13 +641,13 @@ ok = ex.check_half_clipped_threshold(answer, h_record.grad_norm)
 # - Global-norm clipping (Pascanu et al. 2013) multiplies the whole gradient by $\min(1, c/\|g\|)$: the direction
 #   is kept (cosine 1.000), the step is at most $\text{lr}\cdot c$. Clipping by value bends the direction
 #   (cosine 0.50 here); AGC (Brock et al. 2021) bends it on purpose, to bound each unit's relative change.
-# - Clipping made the exploding network trainable (68.5 % test accuracy instead of a non-finite loss at step
+# - Clipping made the exploding network trainable (73.3 % test accuracy instead of a non-finite loss at step
 #   1), by bounding the steps. It did not remove the cause: after training the network still amplified its
-#   signal 14-fold, and every step was clipped.
+#   signal 12-fold, and every step was clipped.
 # - When (nearly) every step is clipped, `lr` and `clip_norm` fuse into one step length: measured, doubling one
 #   and halving the other gives the same run. Fix the cause (initialisation, notebook 02) or the learning rate.
 # - Pick the threshold from data: record unclipped norms, clip at about their 90th percentile, and *measure* the
-#   fraction of clipped steps in the clipped run: 23 % here, not 10 %. Above half, lower the learning rate.
+#   fraction of clipped steps in the clipped run: 22 % here, not 10 %. Above half, lower the learning rate.
 #
 # ## Claim vs measurement
 #
