@@ -307,17 +307,13 @@ for name, knob in [
 ]:
     net = NET.build(data.image_shape, data.num_classes)
     h = train(net, data, ADAM.replace(**knob))
-    kernels = [b.layer.kernel[...] for b in net.blocks] + [net.head.kernel[...]]
     runs[name] = dict(
         history=h,
-        kernel_norms=np.array([float(jnp.linalg.norm(k)) for k in kernels]),
+        kernel_norms=np.array([float(jnp.linalg.norm(k)) for k in net.kernels()]),
         train_acc=evaluate(net, data.x_train, data.y_train),
         test_acc=evaluate(net, data.x_test, data.y_test),
     )
-init_norms = np.array(
-    [float(jnp.linalg.norm(b.layer.kernel[...])) for b in model.blocks]
-    + [float(jnp.linalg.norm(model.head.kernel[...]))]
-)
+init_norms = np.array([float(jnp.linalg.norm(k)) for k in model.kernels()])
 print("run                 ||W|| dense0, head   grad norm (median, last 200 steps)   final loss   train acc   test acc")
 for name, run in runs.items():
     h = run["history"]
@@ -483,18 +479,18 @@ for v in decays:
 # %% [markdown]
 # - Without decay, 600 clipped steps bring the amplification from 313 to 96: the network still multiplies its
 #   input's size by about a hundred.
-# - Decoupled weight decay follows the theory while it is weak (0.74 and 0.50 of the no-decay run at 1e-3 and
+# - Decoupled weight decay follows the theory while it is weak (0.74 and 0.48 of the no-decay run at 1e-3 and
 #   3e-3, predicted 0.79 and 0.49); at 1e-2 it cuts the amplification to 11 and the test accuracy rises from
-#   81 % to 92.5 %. Stronger decay overshoots the prediction: the data gradient pushes back, because the network
+#   81 % to 91.4 %. Stronger decay overshoots the prediction: the data gradient pushes back, because the network
 #   needs some scale to fit the data. At 0.1 the amplification falls below 1 and accuracy to 52 %: too much
 #   decay leads to the other problem, vanishing signals.
-# - Coupled L2 at the same strengths hardly moves the amplification (96 down to 61 at 0.1): clipping divides
+# - Coupled L2 at the same strengths hardly moves the amplification (96 down to 62 at 0.1): clipping divides
 #   the $\lambda W$ term by the same large factor as the data gradient.
 
 # %%
 assert abs(amp_init - 313) < 2 and abs(amp["weight_decay", 0.0] - 96) < 1
 rel = {v: amp["weight_decay", v] / amp["weight_decay", 0.0] for v in decays}
-assert abs(rel[1e-3] - 0.74) < 0.01 and abs(rel[3e-3] - 0.50) < 0.01
+assert abs(rel[1e-3] - 0.74) < 0.01 and abs(rel[3e-3] - 0.48) < 0.01
 assert (
     abs(predicted[1e-3] / amp["weight_decay", 0.0] - 0.79) < 0.01
     and abs(predicted[3e-3] / amp["weight_decay", 0.0] - 0.49) < 0.01
@@ -502,14 +498,14 @@ assert (
 assert (
     abs(amp["weight_decay", 1e-2] - 11) < 0.5
     and abs(acc["weight_decay", 0.0] - 0.81) < 0.01
-    and abs(acc["weight_decay", 1e-2] - 0.925) < 0.005
+    and abs(acc["weight_decay", 1e-2] - 0.914) < 0.005
 )
 assert (
     amp["weight_decay", 3e-2] > 10 * predicted[3e-2]
     and amp["weight_decay", 0.1] < 1
     and abs(acc["weight_decay", 0.1] - 0.52) < 0.01
 )
-assert abs(amp["l2", 0.1] - 61) < 1 and all(amp["l2", v] > 60 for v in decays)
+assert abs(amp["l2", 0.1] - 62) < 1 and all(amp["l2", v] > 60 for v in decays)
 
 # %% [markdown]
 # ## 4. What L2 is for: overfitting

@@ -117,3 +117,17 @@ def test_block_returns_each_hidden_block_and_rejects_bad_indices():
     assert model.block(-1).layer.kernel[...].shape == (16, 16)
     with pytest.raises(IndexError):
         model.block(3)
+
+
+def test_deep_nets_compile_one_block_whatever_their_depth():
+    """From `loop_from_depth` on, the stacked blocks run in one loop; shallower nets are unrolled."""
+
+    def program(depth):
+        model = MLP(64, depth, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split(model)
+        text = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, jnp.ones((2, 64))).as_text()
+        return text.count("stablehlo.dot_general"), "stablehlo.while" in text
+
+    deep = MLP.loop_from_depth
+    assert program(deep) == program(deep + 40) == (3, True)  # first block, the looped block, the head
+    assert program(4) == (5, False) and program(8) == (9, False)  # a copy of the block per layer, and the head
