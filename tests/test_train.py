@@ -400,3 +400,22 @@ def test_evaluate_gives_accuracy_and_training_improves_it(digits):
     train(model, digits, TrainConfig(optimizer="adam", lr=3e-3, steps=300))
     after = evaluate(model, digits.x_test, digits.y_test)
     assert 0 <= before < 0.5 < 0.9 < after <= 1
+
+
+def test_the_step_without_diagnostics_makes_the_same_updates(small):
+    """benchmarks/ times the step with and without its diagnostics: both must train identically."""
+    config = TrainConfig(lr=0.05, clip_norm=1.0, weight_decay=1e-4, steps=20, chunk_steps=20)
+    x, y = jnp.asarray(small.x_train, jnp.float32), jnp.asarray(small.y_train, jnp.int32)
+    idx = jnp.asarray(train_module._batch_indices(len(small.x_train), 64, 20, 0))
+    finals = []
+    for with_diagnostics in (True, False):
+        model = fresh(small, ModelConfig(depth=4, width=16, batchnorm=True))
+        model.train()
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        spec = train_module._Spec("sgd", "global_norm", False, True, with_diagnostics)
+        runner = train_module._build_runner(graphdef, spec, params)
+        tx = train_module.make_optimizer(config, params)
+        carry, _ = runner((params, rest, tx.init(params), jnp.array(False)), x, y, idx, jnp.ones(20, bool))
+        finals.append(jax.tree.leaves((carry[0], carry[1])))
+    for a, b in zip(*finals, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
