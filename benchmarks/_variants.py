@@ -86,9 +86,8 @@ def ours_runner(model, config: T.TrainConfig, scan: bool, chunk: int, diagnostic
         diagnostics=diagnostics,
     )
     spec = T._Spec(**{f: fields[f] for f in T._Spec._fields})
-    runner = T._build_runner(graphdef, spec, params)
-    tx = T.make_optimizer(config, params)
-    return runner, (params, rest, tx.init(params), jnp.array(False))
+    runner, init = T._build_runner(graphdef, spec, params)
+    return runner, (params, rest, init(params, T.hyperparameters(config)), jnp.array(False))
 
 
 class Stepper:

@@ -208,6 +208,18 @@ def adaptive_grad_clip(clipping, params) -> optax.GradientTransformation:
     return optax.chain(optax.masked(agc, jax.tree.map(lambda s: not s, stacked)), optax.masked(per_layer, stacked))
 
 
+def hyperparameters(config: TrainConfig) -> dict[str, float]:
+    """The values that live in the optimizer state (`optax.inject_hyperparams`): changing them compiles nothing."""
+    values = dict(
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        clip_norm=config.clip_norm or 0.0,
+        l2=config.l2,
+        weight_decay=config.weight_decay,
+    )
+    return {k: float(v) for k, v in values.items()}
+
+
 def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
     """l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup, hyperparameters injected.
 
@@ -234,13 +246,7 @@ def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
         parts.append(optax.scale_by_schedule(lambda count: -lr * warmup_factor(count, warmup_steps)))
         return optax.chain(*parts)
 
-    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(
-        lr=float(config.lr),
-        warmup_steps=float(config.warmup_steps),
-        clip_norm=float(config.clip_norm or 0.0),
-        l2=float(config.l2),
-        weight_decay=float(config.weight_decay),
-    )
+    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(**hyperparameters(config))
     if config.skip_nonfinite:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
     return tx
@@ -280,7 +286,8 @@ _FORWARD_OK: dict[Any, Callable] = {}
 
 
 def _build_runner(graphdef, spec: _Spec, params_template):
-    """Jitted (state, x, y, batch indices, active flags) -> (state, per-step metrics); state is donated."""
+    """Jitted (state, x, y, batch indices, active flags) -> (state, per-step metrics), state donated; and the
+    jitted (params, hyperparameters) -> fresh optimizer state that goes with it."""
     mask = _kernel_mask(params_template)
     config = TrainConfig(
         optimizer=spec.optimizer,
@@ -354,7 +361,14 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             carry, metrics = step(carry, (x_all[idx], y_all[idx], active))
             return carry, metrics
 
-    return jax.jit(run, donate_argnums=(0,))
+    def init(params, hyperparams):
+        """`tx.init` with these hyperparameter values: one compiled call instead of a dozen eager ones."""
+        state = tx.init(params)
+        values = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
+        inject = _inject_state(state)._replace(hyperparams=values)
+        return state._replace(inner_state=inject) if spec.skip_nonfinite else inject
+
+    return jax.jit(run, donate_argnums=(0,)), jax.jit(init)
 
 
 def choose(new, old, flag):
@@ -397,15 +411,15 @@ def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_ch
     chunk = config.chunk_steps
     clip_mode = config.clip_mode if config.clip_norm is not None else None
     spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
-    runner = _RUNNERS.get((graphdef, spec))
-    if runner is None:
-        runner = _RUNNERS[graphdef, spec] = _build_runner(graphdef, spec, params)
+    compiled = _RUNNERS.get((graphdef, spec))
+    if compiled is None:
+        compiled = _RUNNERS[graphdef, spec] = _build_runner(graphdef, spec, params)
+    runner, init_optimizer = compiled
 
     n_chunks = -(-config.steps // chunk)
     idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
     active = (np.arange(n_chunks * chunk) < config.steps).reshape(n_chunks, chunk)
-    tx = make_optimizer(config, params)
-    carry = (params, rest, tx.init(params), jnp.array(False))
+    carry = (params, rest, init_optimizer(params, hyperparameters(config)), jnp.array(False))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
     rows: list[tuple[np.ndarray, np.ndarray]] = []
     history = None

@@ -178,8 +178,8 @@ def test_step_diagnostics_match_the_standalone_ones(small):
 def test_continuous_hyperparameters_and_new_weights_never_recompile(small):
     base = TrainConfig(optimizer="adam", lr=1e-3, clip_norm=1.0, steps=4, chunk_steps=2)
     train(fresh(small), small, base)
-    runner = train_module._RUNNERS[next(k for k in train_module._RUNNERS if k[1].optimizer == "adam")]
-    compiled = runner._cache_size()
+    compiled_fns = train_module._RUNNERS[next(k for k in train_module._RUNNERS if k[1].optimizer == "adam")]
+    compiled = [f._cache_size() for f in compiled_fns]  # the step runner and the optimizer-state init
     for field, values in {
         "lr": [1e-4, 3e-3, 0.01, 0.1, 1.0],
         "clip_norm": [0.01, 0.1, 0.5, 2.0, 100.0],
@@ -191,7 +191,7 @@ def test_continuous_hyperparameters_and_new_weights_never_recompile(small):
             train(fresh(small), small, base.replace(**{field: value}))
     for init_scale in (0.5, 1.3):  # a slider that rebuilds the model: new weights, same shapes
         train(MLP4.replace(init_scale=init_scale).build(small.image_shape), small, base)
-    assert runner._cache_size() == compiled
+    assert [f._cache_size() for f in compiled_fns] == compiled == [1, 1]
 
 
 # --- divergence and bad input ------------------------------------------------------------------------
@@ -402,6 +402,24 @@ def test_evaluate_gives_accuracy_and_training_improves_it(digits):
     assert 0 <= before < 0.5 < 0.9 < after <= 1
 
 
+def test_compiled_optimizer_init_equals_optax_init(small):
+    for config in (
+        TrainConfig(optimizer="adam", lr=3e-3, clip_norm=0.5, l2=1e-3, weight_decay=0.1, warmup_steps=7),
+        TrainConfig(optimizer="momentum", skip_nonfinite=True),
+    ):
+        model = fresh(small)
+        graphdef, params, _ = nnx.split(model, nnx.Param, ...)
+        clip_mode = config.clip_mode if config.clip_norm is not None else None
+        spec = train_module._Spec(config.optimizer, clip_mode, config.skip_nonfinite, True)
+        _, init = train_module._build_runner(graphdef, spec, params)
+        ours = init(params, train_module.hyperparameters(config))
+        expected = train_module.make_optimizer(config, params).init(params)
+        assert jax.tree.structure(ours) == jax.tree.structure(expected)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(expected), strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+
+
 def test_the_step_without_diagnostics_makes_the_same_updates(small):
     """benchmarks/ times the step with and without its diagnostics: both must train identically."""
     config = TrainConfig(lr=0.05, clip_norm=1.0, weight_decay=1e-4, steps=20, chunk_steps=20)
@@ -413,9 +431,9 @@ def test_the_step_without_diagnostics_makes_the_same_updates(small):
         model.train()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         spec = train_module._Spec("sgd", "global_norm", False, True, with_diagnostics)
-        runner = train_module._build_runner(graphdef, spec, params)
-        tx = train_module.make_optimizer(config, params)
-        carry, _ = runner((params, rest, tx.init(params), jnp.array(False)), x, y, idx, jnp.ones(20, bool))
+        runner, init = train_module._build_runner(graphdef, spec, params)
+        opt_state = init(params, train_module.hyperparameters(config))
+        carry, _ = runner((params, rest, opt_state, jnp.array(False)), x, y, idx, jnp.ones(20, bool))
         finals.append(jax.tree.leaves((carry[0], carry[1])))
     for a, b in zip(*finals, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -56,7 +56,7 @@ def readout(p) -> tuple[str, str]:
 
 
 def compiled_runners() -> int:
-    return sum(runner._cache_size() for runner in train_module._RUNNERS.values())
+    return sum(f._cache_size() for compiled in train_module._RUNNERS.values() for f in compiled)
 
 
 def test_every_control_is_built_with_the_project_vocabulary(data):
