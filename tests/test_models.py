@@ -131,3 +131,17 @@ def test_deep_nets_compile_one_block_whatever_their_depth():
     deep = MLP.loop_from_depth
     assert program(deep) == program(deep + 40) == (3, True)  # first block, the looped block, the head
     assert program(4) == (5, False) and program(8) == (9, False)  # a copy of the block per layer, and the head
+
+
+def test_eager_calls_are_compiled_once_per_shape():
+    """Outside jit a model call goes through nnx.jit: a scan over the blocks is not re-traced at every call."""
+    from helpers.widgets import compile_count
+
+    model = MLP(64, 20, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 64))
+    model(x), model.hidden(x)
+    before = compile_count()
+    model(x), model.hidden(x), model(x + 1.0)
+    assert compile_count() == before
+    mean = nnx.state(model, nnx.BatchStat)["blocks"]["norm"]["mean"][...]
+    assert not np.allclose(mean, 0)  # training-mode calls still update the running averages
