@@ -138,10 +138,10 @@ def test_eager_calls_are_compiled_once_per_shape():
     from helpers.widgets import compile_count
 
     model = MLP(64, 20, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
-    x = jnp.ones((4, 64))
+    x, other_x = jnp.ones((4, 64)), jnp.full((4, 64), 2.0)
     model(x), model.hidden(x)
     before = compile_count()
-    model(x), model.hidden(x), model(x + 1.0)
+    model(x), model.hidden(x), model(other_x)
     assert compile_count() == before
     mean = nnx.state(model, nnx.BatchStat)["blocks"]["norm"]["mean"][...]
     assert not np.allclose(mean, 0)  # training-mode calls still update the running averages
