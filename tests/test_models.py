@@ -138,7 +138,7 @@ def test_eager_calls_are_compiled_once_per_shape():
     from helpers.widgets import compile_count
 
     model = MLP(64, 20, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
-    x, other_x = jnp.ones((4, 64), jnp.float32), jnp.full((4, 64), 2.0, jnp.float32)
+    x, other_x = (jnp.asarray(np.random.default_rng(s).normal(size=(4, 64)), jnp.float32) for s in (0, 1))
     model(x), model.hidden(x)
     before = compile_count()
     model(x), model.hidden(x), model(other_x)
