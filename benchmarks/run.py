@@ -382,7 +382,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile")
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
-    rounds = 3 if args.quick else 9
+    rounds = 3 if args.quick else 15
     sections = args.only or ["small", "large", "chunking", "compile"]
     data = load_data()
     res: dict = {
