@@ -322,8 +322,9 @@ def _build_runner(graphdef, spec: _Spec, params_template):
             agc = adaptive_grad_clip(hp["clip_norm"], params)
             clipped_g = agc.update(grads_l2, agc.init(params), params)[0]
             clipped = optax.tree.norm(optax.tree.sub(clipped_g, grads_l2)) > 0
-        # Finite parameters plus a finite update give finite new parameters, so checking the update decides
-        # before the update is applied, and XLA fuses the guard into `apply_updates` (no second pass).
+        # Finite parameters plus a finite update give finite new parameters (unless the sum itself overflows,
+        # which needs values near 3e38), so checking the update decides before it is applied, and XLA fuses
+        # the guard into `apply_updates` (no second pass). Reason 2, "parameters": that update was not finite.
         if spec.skip_nonfinite:
             ok = _all_finite(updates)  # apply_if_finite already zeroed the update for bad gradients
             reason = jnp.int32(2)
