@@ -222,7 +222,7 @@ dead = activation_stats(unstable_net, data.x_train[:256]).dead_fraction
 print("unstable, fraction of dead units per conv layer after training:", np.round(dead, 2))
 
 # %% [markdown]
-# The stabilized recipe reaches 98.3% test accuracy in 150 steps, well within the 30 s budget. The unstable
+# The stabilized recipe reaches 98.6% test accuracy in 150 steps, well within the 30 s budget. The unstable
 # one diverges, though **not to NaN**: the gradient norm goes 6.3e3 -> 1.0e6 -> 1.1e8 in three steps, the
 # loss to 2.5e8, then one update pushes every unit of the first convolution below zero for every input. The
 # network is dead: it outputs the same logits for every image, the loss sits at $\ln 10 = 2.30$, every
@@ -231,7 +231,7 @@ print("unstable, fraction of dead units per conv layer after training:", np.roun
 # stays `None`: a NaN check alone would not catch this divergence. Watch the gradient norm and the loss.
 
 # %%
-assert stable_acc >= 0.97 and abs(stable_acc - 0.983) < 0.006 and stable_seconds < 30
+assert stable_acc >= 0.97 and abs(stable_acc - 0.986) < 0.006 and stable_seconds < 30
 assert unstable.diverged_at is None  # no NaN/Inf ...
 assert unstable.grad_norm.max() > 1e8 and unstable.loss.max() > 1e8  # ... but an explosion,
 assert dead[0] == 1.0 and abs(unstable.loss[-1] - math.log(10)) < 0.02 and abs(unstable_acc - 0.078) < 0.006
@@ -367,26 +367,26 @@ fig.suptitle("Ablation, lr 0.1, 150 steps: blue = stabilized minus one fix, oran
 plt.show()
 
 # %% [markdown]
-# **Removing one fix** from the working recipe (98.3%): without BatchNorm 85.5%, without He init 94.7%;
-# without clipping, weight decay or warmup the accuracy stays within 1 point (99.2%, 98.6%, 98.9%), and the
+# **Removing one fix** from the working recipe (98.6%): without BatchNorm 86.1%, without He init 94.7%;
+# without clipping, weight decay or warmup the accuracy stays within 1 point (98.6%, 98.3%, 98.9%), and the
 # gradient norm never exceeds 1.5 (the clipping threshold is 1), so at this learning rate clipping has little
 # to clip. BatchNorm does most of the work, He init the rest: with both, the other three fixes are insurance.
 #
 # **Adding one fix** to the unstable recipe: BatchNorm alone reaches 97.2%, above the 97% line and only
-# 1.1 points below the full recipe: on its own it almost rescues the 10x network. He init alone reaches 87.7%,
-# clipping alone 87.2% (it stops the explosion but the 10x network learns slowly), weight decay alone and
+# 1.4 points below the full recipe: on its own it almost rescues the 10x network. He init alone reaches 87.7%,
+# clipping alone 83.8% (it stops the explosion but the 10x network learns slowly), weight decay alone and
 # warmup alone nothing: the network dies exactly as without them. No other single fix comes within 10 points
 # of the full recipe. None of the 12 runs ever produced a NaN or Inf.
 
 # %%
 acc = {name.strip(): r["acc"] for name, r in ablation.items()}
-assert abs(acc["without BatchNorm"] - 0.855) < 0.006 and abs(acc["without He init"] - 0.947) < 0.006
-for fix, value in (("clipping", 0.992), ("weight decay", 0.986), ("warmup", 0.989)):
+assert abs(acc["without BatchNorm"] - 0.861) < 0.006 and abs(acc["without He init"] - 0.947) < 0.006
+for fix, value in (("clipping", 0.986), ("weight decay", 0.983), ("warmup", 0.989)):
     assert abs(acc[f"without {fix}"] - value) < 0.006 and abs(acc[f"without {fix}"] - stable_acc) < 0.01
 assert max(ablation[f"  without {fix}"]["max_grad"] for fix in ("clipping", "weight decay", "warmup")) < 1.5
 assert abs(acc["with BatchNorm only"] - 0.972) < 0.006 and abs(acc["with He init only"] - 0.877) < 0.006
-assert acc["with BatchNorm only"] > 0.97 and abs(stable_acc - acc["with BatchNorm only"] - 0.011) < 0.002
-assert abs(acc["with clipping only"] - 0.872) < 0.006
+assert acc["with BatchNorm only"] > 0.97 and abs(stable_acc - acc["with BatchNorm only"] - 0.014) < 0.003
+assert abs(acc["with clipping only"] - 0.838) < 0.006
 assert acc["with weight decay only"] < 0.15 and acc["with warmup only"] < 0.15
 assert max(acc[f"with {fix} only"] for fix in FIXES if fix != "BatchNorm") < stable_acc - 0.1
 assert all(r["diverged_at"] is None for r in ablation.values())
@@ -501,7 +501,7 @@ ok = ex.check_gradient_factor(answer, init_scale=10.0, weight_layers=4)
 #   (every ReLU of the first layer off, loss $\ln 10$, chance accuracy) with every number finite. Monitor the
 #   gradient norm and the loss, not only `isfinite`.
 # - In the ablation, BatchNorm and He init did the work at `lr=0.1`; clipping, weight decay and warmup changed
-#   the accuracy by at most 1 point once those two were in place. Alone, BatchNorm came within about a point of
+#   the accuracy by at most 1 point once those two were in place. Alone, BatchNorm came within 1.4 points of
 #   the full recipe; every other single fix fell short by 10 points or more.
 #   Fixes overlap: measure which one your setting needs instead of stacking them on faith.
 #
@@ -509,8 +509,8 @@ ok = ex.check_gradient_factor(answer, init_scale=10.0, weight_layers=4)
 #
 # > "With BN, a CNN for image classification can reach very good performance."
 #
-# True here, and BN matters: the CNN with BatchNorm reaches 98.3% (SGD, `lr=0.1`, 150 steps) and 98.6% (the
-# example's Adam recipe, 10 epochs); without BatchNorm, at the same `lr=0.1`, 85.5%.
+# True here, and BN matters: the CNN with BatchNorm reaches 98.6% (SGD, `lr=0.1`, 150 steps) and 98.6% (the
+# example's Adam recipe, 10 epochs); without BatchNorm, at the same `lr=0.1`, 86.1%.
 #
 # > "Use Batch Normalization: normalizing each neuron's input prevents vanishing or exploding gradients."
 #
