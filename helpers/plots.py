@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -31,6 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
+
+from helpers.train import History, SeedRuns
 
 __all__ = [
     "COLORS",
@@ -262,10 +265,60 @@ def _mark_divergence(ax: Axes, history, *, text: bool = False) -> None:
         )
 
 
-def _step_limits(ax: Axes, history, planned: int) -> None:
-    """While running, the x axis spans the planned steps; a diverged run is shown up to its last step."""
-    if history.diverged_at is not None:
-        ax.set_xlim(-0.5, max(history.diverged_at * 1.05, 10) + 0.5)
+class _Shown(NamedTuple):
+    """What the plots draw of a History or a SeedRuns.
+
+    One run: itself. Several seeds: a History of their mean at each step (over the seeds with finite values
+    there), the min-max band of `loss` and `grad_norm`, and the seeds' own divergence steps.
+    """
+
+    history: History
+    bands: dict[str, tuple[np.ndarray, np.ndarray]]
+    diverged: list[int]  # the step at which each diverged seed stopped (several seeds only)
+    seeds: int  # 1 for a History
+
+
+def _shown(run: History | SeedRuns) -> _Shown:
+    if isinstance(run, History):
+        return _Shown(run, {}, [], 1)
+    stats = {}
+    for field in ("loss", "grad_norm", "layer_grad_norms", "update_ratio", "clipped", "skipped", "lr"):
+        values = run.stacked(field)
+        values[~np.isfinite(values)] = np.nan
+        with warnings.catch_warnings():  # a step where no seed is finite stays NaN, and is marked as such
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stats[field] = (np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0))
+    mean = History(
+        config=run.config,
+        layer_names=run.layer_names,
+        **{field: stats[field][0] for field in ("loss", "grad_norm", "layer_grad_norms", "update_ratio", "lr")},
+        clipped=stats["clipped"][0] >= 0.5,  # on most seeds
+        skipped=stats["skipped"][0] >= 0.5,
+    )
+    bands = {field: stats[field][1:] for field in ("loss", "grad_norm")}
+    return _Shown(mean, bands, [h.diverged_at for h in run.histories if h.diverged_at is not None], len(run.seeds))
+
+
+def _band(ax: Axes, shown: _Shown, field: str, color, label: str | None = None) -> None:
+    """The min-max band over seeds of `field` (nothing for one run)."""
+    if field in shown.bands:
+        low, high = shown.bands[field]
+        ax.fill_between(np.arange(len(low)), low, high, color=color, alpha=0.2, lw=0, label=label)
+
+
+def _mark_seed_divergences(ax: Axes, shown: _Shown) -> None:
+    """A thin dashed line at the step where each diverged seed stopped."""
+    for i, t in enumerate(sorted(shown.diverged)):
+        label = f"{len(shown.diverged)} of {shown.seeds} seeds diverged" if i == 0 else None
+        ax.axvline(t, color=COLORS["diverged"], ls="--", lw=0.8, label=label, gid="diverged")
+
+
+def _step_limits(ax: Axes, shown: _Shown, planned: int) -> None:
+    """While running, the x axis spans the planned steps; diverged runs are shown up to their last step."""
+    history = shown.history
+    ended = [history.diverged_at] if history.diverged_at is not None else shown.diverged
+    if ended and len(ended) == shown.seeds:
+        ax.set_xlim(-0.5, max(max(ended) * 1.05, 10) + 0.5)
     else:
         ax.set_xlim(-0.5, max(planned, history.steps, 2) - 0.5)
 
@@ -275,33 +328,45 @@ def _step_limits(ax: Axes, history, planned: int) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def draw_dashboard(history, fig: Figure, title: str = "") -> Figure:
-    """Draw loss, global gradient norm, per-layer gradient norms and update ratios of `history` into `fig`.
+def draw_dashboard(run: History | SeedRuns, fig: Figure, title: str = "") -> Figure:
+    """Draw loss, global gradient norm, per-layer gradient norms and update ratios of `run` into `fig`.
 
-    This is what `Dashboard` redraws and what a slider panel shows by default. The axes are made on the
-    first call and kept: a redraw replaces only the data, several times faster than building the figure again.
+    For a SeedRuns: the mean over the seeds, with the min-max band of the loss and the gradient norm. This is
+    what `Dashboard` redraws and what a slider panel shows by default. The axes are made on the first call and
+    kept: a redraw replaces only the data, several times faster than building the figure again.
     """
     d = _dashboard_axes(fig)
     for ax in (d.loss, d.grad, d.heat, d.ratio):
         _remove_data(ax, keep=d.image)
+    shown = _shown(run)
+    history = shown.history
     steps = np.arange(history.steps)
-    planned = history.config.steps
-    done = history.diverged_at is not None or history.steps >= planned
-    status = history.summary() if done else f"step {history.steps} of {planned}"
+    planned = run.config.steps
+    status = run.summary() if run.done else f"step {run.steps} of {planned}"
+    seeds = f"   seeds {_seed_list(run.seeds)}, mean and min-max" if shown.seeds > 1 else ""
     fig.suptitle(
-        f"{title + '   ' if title else ''}{history.config}\n{status}",
+        f"{title + '   ' if title else ''}{run.config}{seeds}\n{status}",
         fontsize=9.5,
-        color=COLORS["diverged"] if history.diverged_at is not None else "black",
+        color=COLORS["diverged"] if history.diverged_at is not None or shown.diverged else "black",
     )
-    _draw_loss(d.loss, history, steps)
-    _draw_grad_norm(d.grad, history, steps)
+    _draw_loss(d.loss, shown, steps)
+    _draw_grad_norm(d.grad, shown, steps)
     _draw_layer_heatmap(d.heat, d.image, d.colorbar, history)
     _draw_update_ratio(d.ratio, history, steps)
     for ax in (d.loss, d.grad, d.heat, d.ratio):
-        _step_limits(ax, history, planned)
+        _mark_seed_divergences(ax, shown)
+        _step_limits(ax, shown, planned)
     for ax in (d.loss, d.grad, d.ratio):
         _legend(ax)
     return fig
+
+
+def _seed_list(seeds) -> str:
+    """0-4 for consecutive seeds, else 0, 3, 7."""
+    seeds = list(seeds)
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 class _DashboardAxes(NamedTuple):
@@ -356,32 +421,39 @@ def _remove_data(ax: Axes, keep=None) -> None:
     ax.set_autoscaley_on(True)
 
 
-def _draw_loss(ax: Axes, history, steps) -> None:
-    _line(ax, steps, history.loss, color=COLORS["loss"], lw=1.2, label="training loss")
-    _safe_log_scale(ax, history.loss)
+def _draw_loss(ax: Axes, shown: _Shown, steps) -> None:
+    history = shown.history
+    _band(ax, shown, "loss", COLORS["loss"], f"min-max of {shown.seeds} seeds")
+    label = "training loss" + (", mean" if shown.seeds > 1 else "")
+    _line(ax, steps, history.loss, color=COLORS["loss"], lw=1.2, label=label)
+    _safe_log_scale(ax, history.loss, *shown.bands.get("loss", ()))
     _mark_divergence(ax, history, text=True)
 
 
-def _draw_grad_norm(ax: Axes, history, steps) -> None:
+def _draw_grad_norm(ax: Axes, shown: _Shown, steps) -> None:
+    history = shown.history
     config = history.config
     gn = np.asarray(history.grad_norm, dtype=float)
-    _line(ax, steps, gn, color=COLORS["grad_norm"], lw=1.2, label="gradient norm")
+    _band(ax, shown, "grad_norm", COLORS["grad_norm"], f"min-max of {shown.seeds} seeds")
+    _line(
+        ax, steps, gn, color=COLORS["grad_norm"], lw=1.2, label="gradient norm" + (", mean" if shown.seeds > 1 else "")
+    )
     if config.clip_norm is not None and config.clip_mode == "global_norm":
         ax.axhline(config.clip_norm, color=COLORS["clip"], ls=":", lw=1.5, label=f"clip_norm = {config.clip_norm:g}")
     clipped = np.asarray(history.clipped, dtype=bool)
     if clipped.any():
-        shown = np.where(np.isfinite(gn[clipped]), gn[clipped], np.nan)
+        where = " on most seeds" if shown.seeds > 1 else ""
         ax.plot(
             steps[clipped],
-            shown,
+            np.where(np.isfinite(gn[clipped]), gn[clipped], np.nan),
             ls="",
             marker="o",
             ms=3,
             color=COLORS["clipped"],
-            label=f"clipped ({int(clipped.sum())} of {history.steps} steps)",
+            label=f"clipped{where} ({int(clipped.sum())} of {history.steps} steps)",
             gid="clipped",
         )
-    _safe_log_scale(ax, gn, [config.clip_norm or np.nan])
+    _safe_log_scale(ax, gn, [config.clip_norm or np.nan], *shown.bands.get("grad_norm", ()))
     _mark_divergence(ax, history)
     mode = "" if config.clip_norm is None or config.clip_mode == "global_norm" else f" (clip_mode={config.clip_mode})"
     ax.set_title(f"global gradient norm, before clipping{mode}")
@@ -447,7 +519,7 @@ class Dashboard:
         """Record the run so far; redraw if enough time has passed since the last redraw or the run is over."""
         self._latest = history
         self._advance_bar(history)
-        over = history.diverged_at is not None or history.steps >= history.config.steps
+        over = history.done
         if over or _now() - self._last_draw >= self.min_interval:
             self._redraw(history)
         if over:
@@ -507,28 +579,43 @@ def _show(fig: Figure):
 
 
 def compare_histories(histories: dict, title: str = "") -> Figure:
-    """Loss and global gradient norm of several runs on shared axes; each divergence marked in its run's colour."""
+    """Loss and global gradient norm of several runs on shared axes; each divergence marked in its run's colour.
+
+    A value may be a History (one line) or a SeedRuns (its mean as a line, its min-max over seeds as a band).
+    """
     fig = _new_figure((10.0, 3.8))
     ax_loss, ax_grad = fig.subplots(1, 2, sharex=True)
     colors = series(len(histories))
-    for (name, h), color in zip(histories.items(), colors, strict=True):
+    everything = [_shown(run) for run in histories.values()]
+    for name, shown, color in zip(histories, everything, colors, strict=True):
+        h = shown.history
         steps = np.arange(h.steps)
-        label = name if h.diverged_at is None else f"{name} (diverged at step {h.diverged_at})"
-        for ax, values in ((ax_loss, h.loss), (ax_grad, h.grad_norm)):
-            _line(ax, steps, values, color=color, lw=1.2, label=label, mark_label=None, mark_color=color)
-            if h.diverged_at is not None:
-                ax.axvline(h.diverged_at, color=color, ls="--", lw=1, gid="diverged")
-    everything = [h for h in histories.values()]
-    if any(not np.isfinite(np.concatenate([h.loss, h.grad_norm])).all() for h in everything):
+        diverged = shown.diverged if shown.seeds > 1 else [h.diverged_at] if h.diverged_at is not None else []
+        if shown.seeds > 1:
+            label = f"{name} ({shown.seeds} seeds" + (f", {len(diverged)} diverged)" if diverged else ")")
+        else:
+            label = name if not diverged else f"{name} (diverged at step {diverged[0]})"
+        for ax, field in ((ax_loss, "loss"), (ax_grad, "grad_norm")):
+            _band(ax, shown, field, color)
+            _line(ax, steps, getattr(h, field), color=color, lw=1.2, label=label, mark_label=None, mark_color=color)
+            for t in diverged:
+                ax.axvline(t, color=color, ls="--", lw=1 if shown.seeds == 1 else 0.7, gid="diverged")
+    histories_shown = [shown.history for shown in everything]
+    if any(not np.isfinite(np.concatenate([h.loss, h.grad_norm])).all() for h in histories_shown):
         for ax in (ax_loss, ax_grad):  # one legend entry for all the crosses and dashed lines
             ax.plot([], [], ls="", marker="X", color="grey", label="not finite (NaN/Inf, run's colour)")
-    if any(h.diverged_at is not None for h in everything):
+    if any(shown.diverged or shown.history.diverged_at is not None for shown in everything):
         for ax in (ax_loss, ax_grad):
             ax.add_line(Line2D([], [], color="grey", ls="--", lw=1, label="divergence step (run's colour)"))
-    any_clipping = any(h.config.clip_norm is not None for h in everything)
+    if any(shown.seeds > 1 for shown in everything):
+        for ax in (ax_loss, ax_grad):
+            ax.fill_between([], [], [], color="grey", alpha=0.2, lw=0, label="min-max over seeds; line: mean")
+    any_clipping = any(h.config.clip_norm is not None for h in histories_shown)
     grad_title = "global gradient norm" + (", before clipping" if any_clipping else "")
-    for ax, what in ((ax_loss, "training loss"), (ax_grad, grad_title)):
-        _safe_log_scale(ax, *[h.loss if ax is ax_loss else h.grad_norm for h in everything])
+    for ax, what, field in ((ax_loss, "training loss", "loss"), (ax_grad, grad_title, "grad_norm")):
+        _safe_log_scale(
+            ax, *[getattr(s.history, field) for s in everything], *[s.bands.get(field, ()) for s in everything]
+        )
         ax.set_title(what)
         ax.set_xlabel("step")
     ax_loss.set_ylabel("loss (log scale)")

@@ -139,6 +139,11 @@ class History:
     def steps(self) -> int:
         return len(self.loss)
 
+    @property
+    def done(self) -> bool:
+        """The run has ended: all its steps are done, or it diverged."""
+        return self.diverged_at is not None or self.steps >= self.config.steps
+
     def summary(self) -> str:
         """One line: how the run ended and, if it diverged, where."""
         if self.diverged_at is None:
@@ -570,6 +575,15 @@ class SeedRuns:
         return self.histories[0].layer_names
 
     @property
+    def steps(self) -> int:
+        """Steps done by the slowest seed (a diverged seed has done all it will)."""
+        return min(_steps_done(h) for h in self.histories)
+
+    @property
+    def done(self) -> bool:
+        return all(h.done for h in self.histories)
+
+    @property
     def diverged(self) -> list[int]:
         """The seeds whose run diverged."""
         return [s for s, h in zip(self.seeds, self.histories, strict=True) if h.diverged_at is not None]
@@ -642,7 +656,7 @@ def train_seeds(model_config, data, config: TrainConfig = TrainConfig(), seeds=S
             while group and not cancelled.is_set():
                 for i in list(group):
                     latest[i] = next(runs[i])
-                    if _steps_done(latest[i]) >= config.steps:
+                    if latest[i].done:
                         group.remove(i)
                         runs[i].close()  # the model now holds the trained parameters
                 reports.put(True)
@@ -676,4 +690,4 @@ def train_seeds(model_config, data, config: TrainConfig = TrainConfig(), seeds=S
 
 def _steps_done(history: History) -> int:
     """Steps run, counting a diverged run as complete (it will not run more)."""
-    return history.config.steps if history.diverged_at is not None else history.steps
+    return history.config.steps if history.done else history.steps

@@ -14,7 +14,8 @@ from matplotlib.colors import to_rgb
 
 from helpers import plots
 from helpers.diagnostics import ActivationStats
-from helpers.train import History, TrainConfig
+from helpers.models import ModelConfig
+from helpers.train import History, SeedRuns, TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -335,3 +336,54 @@ def test_a_profile_with_nothing_finite_keeps_the_limits_of_earlier_profiles():
     plots.plot_layer_profile(np.array([np.nan, 0.0, np.inf]), names, ax=ax, label="diverged")
     low, high = ax.get_ylim()
     assert low <= 1.0 and 200.0 <= high < 1e3
+
+
+# --- several seeds ------------------------------------------------------------------------------------
+
+
+def fake_runs(n=3, *, diverged=()):
+    """A SeedRuns of fake histories; seeds listed in `diverged` blow up at step 20 + seed."""
+    histories = [
+        fake_history(120, diverged_at=20 + s if s in diverged else None, seed=s, planned=120) for s in range(n)
+    ]
+    return SeedRuns(ModelConfig(), histories[0].config, tuple(range(n)), histories)
+
+
+def test_seed_runs_draw_as_their_mean_and_min_max_band():
+    runs = fake_runs(3)
+    fig = plots.plot_history(runs, "three seeds")
+    ax_loss = fig.axes[0]
+    line = next(ln for ln in ax_loss.lines if ln.get_label() == "training loss, mean")
+    np.testing.assert_allclose(line.get_ydata(), runs.stacked("loss").mean(0), rtol=1e-6)
+    (band,) = ax_loss.collections
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert low == pytest.approx(runs.stacked("loss").min()) and high == pytest.approx(runs.stacked("loss").max())
+    assert "seeds 0-2, mean and min-max" in fig._suptitle.get_text()
+    assert runs.summary() in fig._suptitle.get_text()
+
+
+def test_seed_runs_mark_each_diverged_seed_and_zoom_when_all_diverged():
+    some = plots.plot_history(fake_runs(3, diverged=(1,)))
+    lines = with_gid(some, "diverged")
+    assert sorted({ln.get_xdata()[0] for ln in lines}) == [21]
+    assert "1 of 3 seeds diverged" in some.axes[0].get_legend_handles_labels()[1]
+    assert some.axes[0].get_xlim()[1] > 100  # the healthy seeds ran all their steps
+    every = plots.plot_history(fake_runs(3, diverged=(0, 1, 2)))
+    assert every.axes[0].get_xlim()[1] < 30
+
+
+def test_compare_histories_mixes_runs_and_seed_runs():
+    fig = plots.compare_histories({"one run": fake_history(120), "seeds": fake_runs(3, diverged=(2,))})
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "one run" in labels and "seeds (3 seeds, 1 diverged)" in labels
+    assert "min-max over seeds; line: mean" in labels
+    assert len(fig.axes[0].collections) >= 1
+
+
+def test_dashboard_follows_seed_runs_live(fake_ipython):
+    full = fake_runs(2)
+    dash = plots.Dashboard("live", max_redraws_per_s=0)
+    for k in (40, 80, 120):
+        partial = [prefix(h, k) for h in full.histories]
+        dash.update(SeedRuns(full.model_config, full.config, full.seeds, partial))
+    assert dash.redraws == 3 and "2 seeds, none diverged" in dash.figure._suptitle.get_text()
