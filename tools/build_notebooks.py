@@ -1,4 +1,4 @@
-"""Build notebooks/NN_name.ipynb from its jupytext twin notebooks/NN_name.py, executed, outputs stored.
+"""Build notebooks/NN_name.ipynb from its jupytext twin notebooks/source/NN_name.py, executed, outputs stored.
 
 python tools/build_notebooks.py            # every notebook
 python tools/build_notebooks.py 01 04      # those whose name starts with 01 or 04
@@ -29,12 +29,12 @@ def build(source: Path) -> float:
     for i, cell in enumerate(nb.cells):  # stable ids, no timestamps: a rebuild only changes what changed
         cell.id = f"cell-{i:02d}"
         cell.metadata.pop("execution", None)
-    nbformat.write(nb, source.with_suffix(".ipynb"))
+    nbformat.write(nb, NOTEBOOKS / f"{source.stem}.ipynb")
     return seconds
 
 
 if __name__ == "__main__":
     prefixes = sys.argv[1:]
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+    for path in sorted((NOTEBOOKS / "source").glob("[0-9][0-9]_*.py")):
         if not prefixes or any(path.stem.startswith(p) for p in prefixes):
             print(f"{path.name}: executed in {build(path):.1f} s", flush=True)

@@ -22,24 +22,8 @@
 # explosion that kills SGD without making it harmless.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import functools
@@ -800,8 +784,7 @@ assert 0.93 < col["train_acc"][-1] < 0.95
 # a hundred times the usual 1e-3); finally try `momentum`: once its velocity has built up, a steady gradient
 # moves the weights by $\text{lr}/(1-0.9) = 10\,\text{lr}$ per step.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = panel(
     data,
     model=sharp,

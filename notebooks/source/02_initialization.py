@@ -21,24 +21,8 @@
 # pick the `init_scale` at which a deep network is critical: neither exploding nor vanishing.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import jax
@@ -597,8 +581,7 @@ assert all(final[(rule, "tanh")] < 0.5 for rule in STD) and final[("he", "tanh")
 # with each `init`; `depth` 30 with ReLU + He at `init_scale` 1.1 (still trains) and 1.2 (explodes). Moving `init` or
 # `init_scale` reuses the compiled step; a new `depth` or `activation` compiles once (a few seconds).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = panel(
     data,
     model=ModelConfig(depth=train_depth, width=WIDTH, init="lecun", activation="relu"),

@@ -21,24 +21,8 @@
 # (little, and only over many steps) apart from what they are for (overfitting).
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import jax
@@ -539,8 +523,7 @@ assert round((runs["weight_decay 0.1"]["test_acc"] - runs["none"]["test_acc"]) *
 # goes through the momentum buffer. A new optimizer compiles its training step once (a few seconds); the
 # sliders do not.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = panel(
     data,
     model=NET,

@@ -21,24 +21,8 @@
 # at a rate you can compute.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import math
@@ -519,8 +503,7 @@ def loss_and_profile(history, fig):
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.3, top=0.85, wspace=0.3)
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = Panel(
     data,
     model=bn_config,

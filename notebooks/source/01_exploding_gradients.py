@@ -21,24 +21,8 @@
 # `init_scale`, and recognise an explosion in a training run: when the loss turns into NaN and in which layer.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import jax
@@ -408,8 +392,7 @@ assert 520 < growth_30 < 620
 # dashboard as `on_chunk`. `train` never raises: it stops at the first step whose loss, gradient or new
 # parameters are not finite, records where, and keeps the parameters from before that step.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 config = TrainConfig(lr=0.01, steps=300)
 explode = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2)
 dash = Dashboard(f"{DEPTH} ReLU layers, init_scale 1.2")
@@ -562,8 +545,7 @@ for measured, theory in tanh_fit.values():
 # diverges; switch `activation` to tanh. Moving `init_scale` or `lr` reuses the compiled step (instant); a
 # new `depth` or `activation` compiles once (a few seconds).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = panel(
     data,
     model=ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2),

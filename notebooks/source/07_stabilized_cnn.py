@@ -21,24 +21,8 @@
 # the broken Keras example of `claims-to-correct.md` correctly.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import math
@@ -193,8 +177,7 @@ print("stabilized:", stable_model, "|", stable_train)
 print("unstable:  ", unstable_model, "|", unstable_train)
 assert round(math.sqrt(3 * 3 * 32 / 2)) == 12
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 start = time.perf_counter()
 stable_net = stable_model.build(data.image_shape)
 stable_dash = Dashboard("stabilized recipe")
@@ -448,8 +431,7 @@ else:
 # clipping; raise `lr` to 1 with and without warmup; turn off everything, then add one fix at a time. The
 # heat map shows which layers' gradients explode first.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 recipe = panel(
     data,
     model=stable_model,

@@ -21,24 +21,8 @@
 # fix, and choose a threshold from recorded gradient norms.
 
 # %%
-# Setup: on Colab, install this project's helpers and a recent Flax (locally, `make lab` already did).
-import sys
-
-if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "flax>=0.12.12",
-            "git+https://github.com/taming-gradients/taming-gradients",
-        ],
-        check=True,
-    )
+# On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
+# !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
 import jax
@@ -294,8 +278,7 @@ assert h_raw.diverged_at == 1
 # Then the same run with `clip_norm = 1` (`clip_mode = "global_norm"`, the default). The dashboard redraws while
 # it trains: the dotted line is the threshold, and purple dots mark the clipped steps.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_clipped = EXPLODING.build(data.image_shape, data.num_classes)
 dash = Dashboard("exploding network (init_scale 1.2), SGD with clip_norm = 1", max_redraws_per_s=1)
 h_clip = train(model_clipped, data, SGD.replace(clip_norm=1.0), on_chunk=dash.update)
@@ -594,8 +577,7 @@ assert h_fast_clip.clipped.mean() > 0.99 and abs(acc_fast_clip - 0.86) < 0.01
 # and "adaptive" at `clip_norm` 0.01 (for them the threshold means a largest entry and a largest
 # gradient-to-weight ratio per unit, so the dotted line is not drawn).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 explore = panel(
     data,
     model=EXPLODING,
