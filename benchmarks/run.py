@@ -39,10 +39,11 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from helpers import train as T  # noqa: E402
-from helpers.models import CNN, MLP  # noqa: E402
+from helpers.models import CNN, MLP, ModelConfig  # noqa: E402
 
 TARGETS = {
     "small_speedup_vs_nnx_jit": (">=", 4.0),
+    "seeds5_cost_vs_one": ("<=", 3.0),
     "large_fraction_of_matmul_peak": (">=", 0.40),
     "diagnostics_overhead": ("<=", 0.10),
     "compile_s_depth100": ("<", 3.0),
@@ -358,6 +359,26 @@ def compile_depth100(data, res: dict) -> None:
     res["compile_cpu_s_depth100"] = times[0][1] - times[1][1]
 
 
+def seeds(data, rounds: int, res: dict) -> dict:
+    """5: `train_seeds` for 5 seeds against one `train` call, building the networks included (both from configs)."""
+    log("\n[5] seeds: MLP depth 8 x width 64 + BatchNorm, batch 64, 300 steps; 5 seeds vs one run, builds included")
+    model_config = ModelConfig(depth=8, width=64, batchnorm=True)
+    cfg = T.TrainConfig(optimizer="sgd", lr=0.05, clip_norm=1.0, weight_decay=1e-4, steps=300, chunk_steps=50)
+
+    def one():
+        T.train(model_config.build(data.image_shape), data, cfg)
+        return cfg.steps
+
+    def five():
+        T.train_seeds(model_config, data, cfg, seeds=range(5))
+        return cfg.steps
+
+    one(), five()  # compile
+    t = alternate({"train: 1 seed": one, "train_seeds: 5 seeds": five}, rounds)
+    res["seeds5_cost_vs_one"] = paired(t["train_seeds: 5 seeds"], t["train: 1 seed"])
+    return t
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -379,11 +400,11 @@ def table(sections: dict[str, dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
-    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile")
+    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile seeds")
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
     rounds = 3 if args.quick else 15
-    sections = args.only or ["small", "large", "chunking", "compile"]
+    sections = args.only or ["small", "large", "chunking", "compile", "seeds"]
     data = load_data()
     res: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -415,6 +436,8 @@ def main() -> None:
         tables["chunking (section 2)"] = chunking(data, 3 if args.quick else 5, res)
     if "compile" in sections:
         compile_depth100(data, res)
+    if "seeds" in sections:
+        tables["seeds (section 5)"] = seeds(data, 3 if args.quick else 9, res)
     res["machine"]["load_average_at_end"] = os.getloadavg()
     res["samples_us_per_step"] = {  # every round's wall-clock sample, for a second look at the noise
         f"{title}: {name}": [round(x * 1e6, 1) for x in v["wall"]]
@@ -430,6 +453,7 @@ def main() -> None:
         ("large_fraction_of_matmul_peak", "", f"of {res.get('matmul_gflops', math.nan):.0f} GFLOP/s (see README)"),
         ("diagnostics_overhead", "", "compiled chunk with / without diagnostics - 1"),
         ("compile_s_depth100", "s", f"(CPU {res.get('compile_cpu_s_depth100', math.nan):.2f} s)"),
+        ("seeds5_cost_vs_one", "x", "train_seeds (5 seeds) / train (1 seed), builds included"),
     ]
     for key, unit, note in rows:
         if key in res:
