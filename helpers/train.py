@@ -390,6 +390,16 @@ def choose(new, old, flag):
 _RUNNERS: dict[tuple, Callable] = {}
 
 
+def _spec(model: nnx.Module, config: TrainConfig) -> _Spec:
+    clip_mode = config.clip_mode if config.clip_norm is not None else None
+    return _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
+
+
+def is_compiled(model: nnx.Module, config: TrainConfig) -> bool:
+    """Has `train` compiled the step for this model's structure and this optimizer already? (Then it reuses it.)"""
+    return (nnx.split(model, nnx.Param, ...)[0], _spec(model, config)) in _RUNNERS
+
+
 @functools.lru_cache(maxsize=64)  # a slider move asks for the same batches again
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
     """(steps, batch_size) example indices: shuffled epochs without replacement, remainder dropped. Read-only."""
@@ -432,8 +442,7 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     chunk = config.chunk_steps
-    clip_mode = config.clip_mode if config.clip_norm is not None else None
-    spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
+    spec = _spec(model, config)
     compiled = _RUNNERS.get((graphdef, spec))
     if compiled is None:
         compiled = _RUNNERS[graphdef, spec] = _build_runner(graphdef, spec, params)

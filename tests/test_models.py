@@ -135,13 +135,13 @@ def test_deep_nets_compile_one_block_whatever_their_depth():
 
 def test_eager_calls_are_compiled_once_per_shape():
     """Outside jit a model call goes through nnx.jit: a scan over the blocks is not re-traced at every call."""
-    from helpers.widgets import compile_count
+    from helpers.compiles import CompileCounter
 
     model = MLP(64, 20, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
     x, other_x = (jnp.asarray(np.random.default_rng(s).normal(size=(4, 64)), jnp.float32) for s in (0, 1))
     model(x), model.hidden(x)
-    before = compile_count()
-    model(x), model.hidden(x), model(other_x)
-    assert compile_count() == before
+    with CompileCounter() as compiles:
+        model(x), model.hidden(x), model(other_x)
+    assert compiles.count == 0
     mean = nnx.state(model, nnx.BatchStat)["blocks"]["norm"]["mean"][...]
     assert not np.allclose(mean, 0)  # training-mode calls still update the running averages
