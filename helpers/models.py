@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpers.config import Config, setting
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
@@ -148,7 +150,11 @@ class _Net(nnx.Module):
         return [f"{self.block_prefix}{i}" for i in range(self.depth)] + ["head"]
 
     def block(self, i: int) -> _Block:
-        """Hidden block `i` (0 = the first) as a module of its own: a copy, for reading and calling."""
+        """Hidden block `i` (0 = the first) as a module of its own, for reading and calling.
+
+        Block 0 is the network's own first block (changing it changes the network); the others are copies sliced
+        out of the stacked blocks (changing them does not).
+        """
         i = range(self.depth)[i]  # IndexError outside [-depth, depth)
         if i == 0:
             return self.first
@@ -338,27 +344,20 @@ class CNN(_Net):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The model switches a slider may turn; `build` makes the network. Prints and parses like TrainConfig."""
+class ModelConfig(Config):
+    """The model switches a slider may turn; `build` makes the network. Prints and parses back exactly, every field."""
 
-    kind: str = "mlp"  # "mlp" | "cnn"
-    depth: int = 8
-    width: int = 64
-    activation: str = "relu"
-    init: str = "he"
-    init_scale: float = 1.0
-    batchnorm: bool = False
-    residual: bool = False
-    seed: int = 0  # initial weights: nnx.Rngs(seed)
-
-    def __post_init__(self):
-        if self.kind not in ("mlp", "cnn"):
-            raise ValueError(f"kind must be 'mlp' or 'cnn', got {self.kind!r}")
-        for name in ("depth", "width"):
-            _positive_int(name, getattr(self, name))
-        _check_switches(self.activation, self.init, self.init_scale)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+    kind: str = setting("mlp", "choice", choices=("mlp", "cnn"), printed=True)
+    depth: int = setting(8, "int", low=1, printed=True, control=("int", 1, 32, 1))
+    width: int = setting(64, "int", low=1, printed=True, control=("options", (8, 16, 32, 64, 128, 256)))
+    activation: str = setting("relu", "choice", choices=tuple(ACTIVATIONS), printed=True, control=("dropdown",))
+    init: str = setting("he", "choice", choices=tuple(INITS), printed=True, control=("dropdown",))
+    # a log slider: tanh's critical 1/sqrt(2), ReLU's 1 and a 10x-too-large start all fit, finely
+    init_scale: float = setting(1.0, "float", low=0, above=True, printed=True, control=("log", -1, 1.5))
+    batchnorm: bool = setting(False, "bool", printed=True, control=("checkbox",))
+    residual: bool = setting(False, "bool", printed=True, control=("checkbox",))
+    seed: int = setting(0, "int", low=0, printed=True, control=("int", 0, 20, 1))
+    """The initial weights: nnx.Rngs(seed)."""
 
     def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN:
         """The network for inputs of shape `image_shape` (H, W, C), e.g. `data.image_shape`."""
@@ -393,25 +392,3 @@ class ModelConfig:
         if self.kind == "mlp":
             return MLP(math.prod(image_shape), self.depth, self.width, num_classes, **switches)
         return CNN(tuple(image_shape), self.depth, self.width, num_classes, **switches)
-
-    def __str__(self) -> str:
-        return " ".join(
-            f"{f.name}={getattr(self, f.name):g}" if f.type == "float" else f"{f.name}={getattr(self, f.name)}"
-            for f in dataclasses.fields(self)
-        )
-
-    @classmethod
-    def parse(cls, text: str) -> ModelConfig:
-        """Read back `str(model_config)`: space-separated key=value pairs; missing keys keep their defaults."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        values: dict = {}
-        for item in text.split():
-            key, sep, raw = item.partition("=")
-            if not sep or key not in types:
-                raise ValueError(f"model string: unknown item {item!r}; keys are {sorted(types)}")
-            cast = {"int": int, "float": float, "bool": lambda r: r == "True", "str": str}[types[key]]
-            values[key] = cast(raw)
-        return cls(**values)
-
-    def replace(self, **changes) -> ModelConfig:
-        return dataclasses.replace(self, **changes)

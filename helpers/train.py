@@ -11,7 +11,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import math
 import os
 import queue
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from helpers.config import Config, setting
 from helpers.models import layer_norms
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -31,86 +31,31 @@ CLIP_MODES = ("global_norm", "value", "adaptive")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every knob a slider may turn. `str(config)` gives a short string that `TrainConfig.parse` reads back."""
+class TrainConfig(Config):
+    """Every knob a slider may turn. `str(config)` gives a short string that `TrainConfig.parse` reads back exactly."""
 
-    optimizer: str = "sgd"  # "sgd" | "momentum" (heavy ball, 0.9) | "adam"
-    lr: float = 0.05  # peak learning rate
-    warmup_steps: int = 0  # linear warmup: lr * min(1, (step + 1) / warmup_steps)
-    clip_norm: float | None = None  # None = no clipping; else the threshold of `clip_mode`
-    clip_mode: str = "global_norm"  # "global_norm" (Pascanu 2013) | "value" | "adaptive" (Brock 2021)
-    l2: float = 0.0  # coupled L2: l2/2 * sum ||W||^2 added to the loss, so l2 * W added to the gradient
-    weight_decay: float = 0.0  # decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer
-    batch_size: int = 64
-    steps: int = 200
-    seed: int = 0  # initial batches order; the model's own seed is its nnx.Rngs
-    chunk_steps: int = 50  # steps per compiled call (MLP) and per `on_chunk` report
-    skip_nonfinite: bool = False  # skip non-finite gradient steps (optax.apply_if_finite) instead of stopping
-
-    def __post_init__(self):
-        def fail(name, allowed):
-            raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
-
-        def number(name, low, strict):
-            v = getattr(self, name)
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or (v <= low if strict else v < low):
-                fail(name, f"a finite number {'>' if strict else '>='} {low}")
-
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                fail(name, f"an integer >= {low}")
-
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {OPTIMIZERS}")
-        if self.clip_mode not in CLIP_MODES:
-            fail("clip_mode", f"one of {CLIP_MODES}")
-        number("lr", 0, strict=True)
-        if self.clip_norm is not None:
-            number("clip_norm", 0, strict=True)
-        number("l2", 0, strict=False)
-        number("weight_decay", 0, strict=False)
-        integer("warmup_steps", 0)
-        integer("batch_size", 1)
-        integer("steps", 1)
-        integer("seed", 0)
-        integer("chunk_steps", 1)
-        if not isinstance(self.skip_nonfinite, bool):
-            fail("skip_nonfinite", "True or False")
-
-    def __str__(self) -> str:
-        always = ("optimizer", "lr", "steps")
-        parts = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in always or value != f.default:
-                parts.append(f"{f.name}={value:g}" if isinstance(value, float) else f"{f.name}={value}")
-        return " ".join(parts)
-
-    @classmethod
-    def parse(cls, text: str) -> TrainConfig:
-        """Read back `str(config)`: space-separated key=value pairs; missing keys keep their defaults."""
-        kinds = {f.name: f.default for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for item in text.split():
-            key, sep, raw = item.partition("=")
-            if not sep or key not in kinds:
-                raise ValueError(f"config string: unknown item {item!r}; keys are {sorted(kinds)}")
-            if raw == "None":
-                values[key] = None
-            elif key in ("optimizer", "clip_mode"):
-                values[key] = raw
-            elif key == "skip_nonfinite":
-                values[key] = raw == "True"
-            elif isinstance(kinds[key], int) and not isinstance(kinds[key], bool):
-                values[key] = int(raw)
-            else:
-                values[key] = float(raw)
-        return cls(**values)
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+    optimizer: str = setting("sgd", "choice", choices=OPTIMIZERS, printed=True, control=("dropdown",))
+    """"sgd" | "momentum" (heavy ball, 0.9) | "adam"."""
+    lr: float = setting(0.05, "float", low=0, above=True, printed=True, control=("log", -4, 1))
+    """Peak learning rate."""
+    warmup_steps: int = setting(0, "int", low=0, control=("int", 0, 500, 10))
+    """Linear warmup: lr * min(1, (step + 1) / warmup_steps)."""
+    clip_norm: float | None = setting(None, "float", low=0, above=True, optional=True, control=("log", -2, 2, 1.0))
+    """None: no clipping; else the threshold of `clip_mode`."""
+    clip_mode: str = setting("global_norm", "choice", choices=CLIP_MODES, control=("dropdown",))
+    """"global_norm" (Pascanu et al. 2013) | "value" | "adaptive" (Brock et al. 2021)."""
+    l2: float = setting(0.0, "float", low=0, control=("log", -6, 0, 1e-3))
+    """Coupled L2: l2/2 * sum ||W||^2 added to the loss, so l2 * W added to the gradient."""
+    weight_decay: float = setting(0.0, "float", low=0, control=("log", -5, 0, 1e-3))
+    """Decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer."""
+    batch_size: int = setting(64, "int", low=1)
+    steps: int = setting(200, "int", low=1, printed=True, control=("int", 10, 2000, 10))
+    seed: int = setting(0, "int", low=0, control=("int", 0, 20, 1))
+    """The order of the batches; the initial weights' seed is ModelConfig.seed."""
+    chunk_steps: int = setting(50, "int", low=1)
+    """Steps per compiled call (MLP) and per `on_chunk` report."""
+    skip_nonfinite: bool = setting(False, "bool")
+    """Skip steps whose gradient is not finite (optax.apply_if_finite) instead of stopping."""
 
 
 @dataclasses.dataclass
@@ -542,7 +487,11 @@ _EVALUATORS: dict[Any, Callable] = {}
 
 
 def evaluate(model: nnx.Module, x, y, batch_size: int = 1024) -> float:
-    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages)."""
+    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages).
+
+    Leaves the model in evaluation mode: call `model.train()` before using it for training-mode statistics
+    (`train` does so itself).
+    """
     x, y = np.asarray(x, np.float32), np.asarray(y)
     model.check_input(x.shape)
     model.eval()

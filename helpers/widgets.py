@@ -20,6 +20,7 @@ captured prints break nbval) and no ipympl.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import threading
@@ -31,8 +32,9 @@ from matplotlib.figure import Figure
 
 from helpers import plots
 from helpers.compiles import CompileCounter
-from helpers.models import ACTIVATIONS, INITS, ModelConfig
-from helpers.train import CLIP_MODES, OPTIMIZERS, History, SeedRuns, TrainConfig, is_compiled, train, train_seeds
+from helpers.config import Field, fields
+from helpers.models import ModelConfig
+from helpers.train import History, SeedRuns, TrainConfig, is_compiled, train, train_seeds
 
 __all__ = ["CONTROLS", "Panel", "panel"]
 
@@ -157,58 +159,54 @@ class _Control:
             self.switch.observe(handler, names="value")
 
 
-def _optional_log(name: str, value, off_value, default: float, low: int, high: int) -> _Control:
-    """A log slider with an "on" checkbox; while off, the slider rests at `default`."""
-    on = value is not None and value != off_value
-    slider = _log_slider(name, value if on else default, low, high)
-    return _Control(name, "train", slider, _nice, switch_on=on, off_value=off_value)
-
-
-def _choices(value: int, options: Sequence[int]) -> list[int]:
-    return sorted({*options, value})
-
-
-#: Every control a panel can show: name -> factory(model, config) -> _Control. Names are config fields.
-CONTROLS: dict[str, Callable[[ModelConfig, TrainConfig], _Control]] = {
-    # the model (helpers.models.ModelConfig)
-    "depth": lambda m, c: _Control("depth", "model", _int_slider("depth", m.depth, 1, 32), int),
-    "width": lambda m, c: _Control(
-        "width",
-        "model",
-        w.SelectionSlider(
-            value=m.width,
-            options=_choices(m.width, (8, 16, 32, 64, 128, 256)),
-            description="width",
+def _control(name: str, target: str, field: Field, value) -> _Control:
+    """The control `field.control` describes, showing `value`."""
+    kind, *args = field.control
+    if kind == "log" and len(args) == 3:  # an optional knob: a log slider with an "on" checkbox
+        low, high, resting = args
+        off_value = None if field.optional else 0.0
+        on = value is not None and value != off_value
+        slider = _log_slider(name, value if on else resting, low, high)
+        return _Control(name, target, slider, _nice, switch_on=on, off_value=off_value)
+    if kind == "log":
+        return _Control(name, target, _log_slider(name, value, *args), _nice)
+    if kind == "int":
+        return _Control(name, target, _int_slider(name, value, *args), int)
+    if kind == "options":
+        options = sorted({*args[0], value})
+        slider = w.SelectionSlider(
+            value=value,
+            options=options,
+            description=name,
             continuous_update=False,
             style=_STYLE,
             layout=w.Layout(width=_WIDTH),
-        ),
-        int,
-    ),
-    # log scale: the critical values 1/sqrt(2) (tanh) and 1 (ReLU) and a 10x-too-large start all fit, finely
-    "init_scale": lambda m, c: _Control("init_scale", "model", _log_slider("init_scale", m.init_scale, -1, 1.5), _nice),
-    "init": lambda m, c: _Control("init", "model", _dropdown("init", m.init, INITS)),
-    "activation": lambda m, c: _Control("activation", "model", _dropdown("activation", m.activation, ACTIVATIONS)),
-    "batchnorm": lambda m, c: _Control(
-        "batchnorm", "model", w.Checkbox(value=m.batchnorm, description="batchnorm", indent=False), bool
-    ),
-    "residual": lambda m, c: _Control(
-        "residual", "model", w.Checkbox(value=m.residual, description="residual", indent=False), bool
-    ),
-    # training (helpers.train.TrainConfig)
-    "optimizer": lambda m, c: _Control("optimizer", "train", _dropdown("optimizer", c.optimizer, OPTIMIZERS)),
-    "lr": lambda m, c: _Control("lr", "train", _log_slider("lr", c.lr, -4, 1), _nice),
-    "warmup_steps": lambda m, c: _Control(
-        "warmup_steps", "train", _int_slider("warmup_steps", c.warmup_steps, 0, 500, 10), int
-    ),
-    "clip_mode": lambda m, c: _Control("clip_mode", "train", _dropdown("clip_mode", c.clip_mode, CLIP_MODES)),
-    "clip_norm": lambda m, c: _optional_log("clip_norm", c.clip_norm, None, 1.0, -2, 2),
-    "l2": lambda m, c: _optional_log("l2", c.l2, 0.0, 1e-3, -6, 0),
-    "weight_decay": lambda m, c: _optional_log("weight_decay", c.weight_decay, 0.0, 1e-3, -5, 0),
-    "steps": lambda m, c: _Control("steps", "train", _int_slider("steps", c.steps, 10, 2000, 10), int),
-    # one seed for both the initial weights (ModelConfig.seed) and the batch order (TrainConfig.seed)
-    "seed": lambda m, c: _Control("seed", "both", _int_slider("seed", m.seed, 0, 20), int),
-}
+        )
+        return _Control(name, target, slider, int)
+    if kind == "checkbox":
+        return _Control(name, target, w.Checkbox(value=value, description=name, indent=False), bool)
+    return _Control(name, target, _dropdown(name, value, field.choices))
+
+
+def _controls() -> dict[str, Callable[[ModelConfig, TrainConfig], _Control]]:
+    """Every field of ModelConfig and TrainConfig that has a control. A field of both (seed) sets both."""
+    model_fields, train_fields = fields(ModelConfig), fields(TrainConfig)
+    out = {}
+    for name, field in {**model_fields, **train_fields}.items():
+        if field.control is not None:
+            in_model, in_train = name in model_fields, name in train_fields
+            target = "both" if in_model and in_train else "model" if in_model else "train"
+            out[name] = functools.partial(_field_control, name, target, field)
+    return out
+
+
+def _field_control(name: str, target: str, field: Field, model: ModelConfig, config: TrainConfig) -> _Control:
+    return _control(name, target, field, getattr(config if target == "train" else model, name))
+
+
+#: Every control a panel can show: name -> factory(model, config) -> _Control. Names are config fields; what
+#: each control is (a log slider over which decades, ...) is part of the field's description (helpers.config).
+CONTROLS = _controls()
 
 
 # ----------------------------------------------------------------------------------------------------------
