@@ -51,6 +51,7 @@ def kernel_init(init: str = "he", init_scale: float = 1.0) -> nnx.Initializer:
 
 
 def _positive_int(name: str, value: int) -> int:
+    """`value`, or ValueError naming `name` unless it is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
@@ -98,8 +99,6 @@ class _Net(nnx.Module):
     first: _Block
     blocks: _Block | None  # None when depth == 1
     head: nnx.Linear
-    #: Whether training runs many steps inside one compiled `lax.scan` (see helpers.train).
-    scan_steps: bool = True
     #: From this depth on, `hidden` loops over the stacked blocks; below it they are unrolled (straight-line
     #: code). Unrolled steps run faster on CPU, a loop compiles in the same time whatever the depth
     #: (benchmarks/README.md). None: always unrolled.
@@ -172,10 +171,21 @@ class _Net(nnx.Module):
     def _pool(self, h):
         return h
 
-    def _build(
-        self, make_layer, n_in, depth, width, num_classes, activation, init, init_scale, batchnorm, residual, rngs
+    def __init__(
+        self,
+        n_in: int,
+        depth: int,
+        width: int,
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        init: str = "he",
+        batchnorm: bool = False,
+        residual: bool = False,
+        rngs: nnx.Rngs,
     ):
-        """Validate the switches, then `depth` blocks (the first takes `n_in` features) and the head."""
+        """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig."""
         for name, value in [("depth", depth), ("width", width)]:
             _positive_int(name, value)
         if _positive_int("num_classes", num_classes) < 2:
@@ -184,7 +194,7 @@ class _Net(nnx.Module):
         k_init = kernel_init(init, init_scale)
         blocks = [
             _Block(
-                make_layer(n_in if i == 0 else width, k_init, not batchnorm),
+                self._layer(n_in if i == 0 else width, width, k_init, not batchnorm, rngs),
                 width,
                 activation,
                 batchnorm,
@@ -197,6 +207,10 @@ class _Net(nnx.Module):
         self.first = blocks[0]
         self.blocks = _stack(blocks[1:]) if depth > 1 else None
         self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
+    def _layer(self, n_in: int, width: int, k_init, bias: bool, rngs: nnx.Rngs) -> nnx.Module:
+        """The weight layer of a block: `n_in` -> `width` features (MLP) or channels (CNN)."""
+        raise NotImplementedError
 
 
 _compiled_call = nnx.jit(lambda model, x: model(x))
@@ -241,35 +255,19 @@ class MLP(_Net):
 
     block_prefix = "dense"
 
-    def __init__(
-        self,
-        in_features: int,
-        depth: int,
-        width: int,
-        num_classes: int,
-        *,
-        activation: str = "relu",
-        init_scale: float = 1.0,
-        init: str = "he",
-        batchnorm: bool = False,
-        residual: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        _positive_int("in_features", in_features)
-        self.in_features = in_features
-        self._build(
-            lambda n_in, k_init, bias: nnx.Linear(n_in, width, use_bias=bias, kernel_init=k_init, rngs=rngs),
-            in_features,
-            depth,
-            width,
-            num_classes,
-            activation,
-            init,
-            init_scale,
-            batchnorm,
-            residual,
-            rngs,
-        )
+    def __init__(self, in_features: int, depth: int, width: int, num_classes: int, **switches):
+        """`in_features` inputs (the flattened image); `switches`: activation, init_scale, init, batchnorm,
+        residual and rngs (required), as in ModelConfig."""
+        self.in_features = _positive_int("in_features", in_features)
+        super().__init__(in_features, depth, width, num_classes, **switches)
+
+    @staticmethod
+    def input_of(image_shape: Sequence[int]) -> int:
+        """The first argument for images of shape `image_shape`: their number of values."""
+        return math.prod(image_shape)
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        return nnx.Linear(n_in, width, use_bias=bias, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` flattens to `in_features`."""
@@ -291,43 +289,26 @@ class CNN(_Net):
     """
 
     block_prefix = "conv"
-    # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax issue 12868):
-    # the CNN is stepped by per-step compiled calls instead (measured in benchmarks/).
-    scan_steps = False
-    loop_from_depth = None  # the same holds for a loop over the blocks: always unrolled
+    # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax-ml/jax#12868; measured
+    # in benchmarks/): the blocks are always unrolled (and helpers.train steps a CNN one call per step).
+    loop_from_depth = None
 
-    def __init__(
-        self,
-        in_shape: Sequence[int],
-        depth: int,
-        width: int,
-        num_classes: int,
-        *,
-        activation: str = "relu",
-        init_scale: float = 1.0,
-        init: str = "he",
-        batchnorm: bool = False,
-        residual: bool = False,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, in_shape: Sequence[int], depth: int, width: int, num_classes: int, **switches):
+        """Images of shape `in_shape` (height, width, channels); `switches` as for MLP."""
         in_shape = tuple(in_shape)
         if len(in_shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in in_shape):
             raise ValueError(f"in_shape must be (height, width, channels) of positive ints, got {in_shape!r}")
         self.in_shape = in_shape
         self.pool = max(1, in_shape[0] // 8)
-        self._build(
-            lambda n_in, k_init, bias: nnx.Conv(n_in, width, (3, 3), use_bias=bias, kernel_init=k_init, rngs=rngs),
-            in_shape[2],
-            depth,
-            width,
-            num_classes,
-            activation,
-            init,
-            init_scale,
-            batchnorm,
-            residual,
-            rngs,
-        )
+        super().__init__(in_shape[2], depth, width, num_classes, **switches)
+
+    @staticmethod
+    def input_of(image_shape: Sequence[int]) -> tuple[int, ...]:
+        """The first argument for images of shape `image_shape`: that shape."""
+        return tuple(image_shape)
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        return nnx.Conv(n_in, width, (3, 3), use_bias=bias, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` has images of shape `in_shape`."""
@@ -381,6 +362,7 @@ class ModelConfig(Config):
         return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), stacked)) for i in range(len(seeds))]
 
     def _make(self, image_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs) -> MLP | CNN:
+        net = {"mlp": MLP, "cnn": CNN}[self.kind]
         switches = dict(
             activation=self.activation,
             init_scale=self.init_scale,
@@ -389,6 +371,4 @@ class ModelConfig(Config):
             residual=self.residual,
             rngs=rngs,
         )
-        if self.kind == "mlp":
-            return MLP(math.prod(image_shape), self.depth, self.width, num_classes, **switches)
-        return CNN(tuple(image_shape), self.depth, self.width, num_classes, **switches)
+        return net(net.input_of(image_shape), self.depth, self.width, num_classes, **switches)

@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from helpers import diagnostics
+from helpers import step as step_module
 from helpers import train as train_module
 from helpers.compiles import CompileCounter
 from helpers.models import MLP, ModelConfig
@@ -387,9 +391,7 @@ def test_compiled_optimizer_init_equals_optax_init(small):
     ):
         model = fresh(small)
         graphdef, params, _ = nnx.split(model, nnx.Param, ...)
-        clip_mode = config.clip_mode if config.clip_norm is not None else None
-        spec = train_module._Spec(config.optimizer, clip_mode, config.skip_nonfinite, True)
-        _, init = train_module._build_runner(graphdef, spec, params)
+        _, init = step_module.compiled_chunk(graphdef, train_module._spec(model, config))
         ours = init(params, train_module.hyperparameters(config))
         expected = train_module.make_optimizer(config, params).init(params)
         assert jax.tree.structure(ours) == jax.tree.structure(expected)
@@ -398,20 +400,18 @@ def test_compiled_optimizer_init_equals_optax_init(small):
             np.testing.assert_array_equal(a, b)
 
 
-def test_the_step_without_diagnostics_makes_the_same_updates(small):
-    """benchmarks/ times the step with and without its diagnostics: both must train identically."""
+def test_the_benchmarks_variants_of_the_step_make_the_same_updates(small):
+    """benchmarks/ times the step against itself without diagnostics and against the step before it was split
+    into pieces: all three must train identically, or the comparisons mean nothing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _variants as V
+
     config = TrainConfig(lr=0.05, clip_norm=1.0, weight_decay=1e-4, steps=20, chunk_steps=20)
-    x, y = jnp.asarray(small.x_train, jnp.float32), jnp.asarray(small.y_train, jnp.int32)
-    idx = jnp.asarray(train_module._batch_indices(len(small.x_train), 64, 20, 0))
     finals = []
-    for with_diagnostics in (True, False):
-        model = fresh(small, ModelConfig(depth=4, width=16, batchnorm=True))
-        model.train()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        spec = train_module._Spec("sgd", "global_norm", False, True, with_diagnostics)
-        runner, init = train_module._build_runner(graphdef, spec, params)
-        opt_state = init(params, train_module.hyperparameters(config))
-        carry, _ = runner((params, rest, opt_state, jnp.array(False)), x, y, idx, jnp.ones(20, bool))
-        finals.append(jax.tree.leaves((carry[0], carry[1])))
-    for a, b in zip(*finals, strict=True):
+    for kind in ("ours", "ours without diagnostics", "previous"):
+        stepper = V.Stepper(fresh(small, ModelConfig(depth=4, width=16, batchnorm=True)), small, config, kind)
+        stepper(1)
+        finals.append(jax.tree.leaves((stepper.carry[0], stepper.carry[1])))
+    for a, b, c in zip(*finals, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
