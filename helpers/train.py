@@ -1,8 +1,12 @@
-"""Training: one config object, an Optax chain whose hyperparameters live in its state, a compiled step, the loop.
+"""Training, read top to bottom: the config, what a run records, the loop, several seeds, evaluation.
 
-The step is compiled once per model shape and optimizer structure and cached, so moving a slider (a new lr,
-clip_norm, l2, weight_decay or warmup_steps) reuses the compiled code: those values are arrays in the
-optimizer state (`optax.inject_hyperparams`), not constants in the program.
+    history = train(model, data, TrainConfig(lr=0.1, clip_norm=1.0))     # never raises on divergence
+    runs = train_seeds(ModelConfig(depth=8), data, config, seeds=range(5))
+
+The pieces it uses live beside it: the Optax chain in `helpers.optimizer`, the compiled step in `helpers.step`.
+The step is compiled once per model structure and optimizer structure and cached, so moving a slider (a new lr,
+clip_norm, l2, weight_decay or warmup_steps) reuses the compiled code: those values are arrays in the optimizer
+state (`optax.inject_hyperparams`), not constants in the program.
 """
 
 from __future__ import annotations
