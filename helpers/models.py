@@ -250,6 +250,30 @@ def layer_norms(*trees) -> jax.Array:
     return jnp.stack([norms(t) for t in trees])
 
 
+def per_layer(tree) -> list[dict]:
+    """A tree shaped like a model's parameters (the parameters, their gradients, their updates) as one plain dict
+    per layer, input -> output, in the order of `layer_names()`: {"kernel": ..., "bias": ...} for the head,
+    {"layer": {"kernel": ...}, "norm": {...}} for a hidden block.
+
+    How the hidden blocks are stored (stacked, for speed) stays inside helpers: each entry is a plain pytree,
+    ready for hand-written code or any Optax transformation. `from_per_layer` is the inverse.
+    """
+    t = nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+    blocks = t.get("blocks")
+    count = len(jax.tree.leaves(blocks)[0]) if blocks else 0
+    stacked = [jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(count)]
+    return [t["first"], *stacked, t["head"]]
+
+
+def from_per_layer(layers: list[dict]) -> dict:
+    """The inverse of `per_layer`: one tree in the model's layout (a plain dict, as `nnx.to_pure_dict` gives)."""
+    first, *blocks, head = layers
+    tree = {"first": first, "head": head}
+    if blocks:
+        tree["blocks"] = jax.tree.map(lambda *a: jnp.stack(a), *blocks)
+    return tree
+
+
 class MLP(_Net):
     """Deep MLP on flattened inputs: `depth` hidden blocks of `width` units, then a linear head."""
 
