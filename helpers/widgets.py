@@ -20,6 +20,7 @@ captured prints break nbval) and no ipympl.
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import math
@@ -456,9 +457,11 @@ class Panel:
         self.config = self.config.replace(**by_target["train"])
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        # The same widget view ipywidgets 7 and 8 send; a short, stable text/plain (nbval compares it).
+        # The same widget view ipywidgets 7 and 8 send; a short, stable text/plain (nbval compares it); and a still
+        # of the plot, which a page without a kernel (the course's website) shows in the widget's place.
         return {
             "text/plain": f"Panel(controls={', '.join(self.controls)})",
+            "image/png": base64.b64encode(bytes(self._image.value)).decode("ascii"),
             "application/vnd.jupyter.widget-view+json": {
                 "version_major": 2,
                 "version_minor": 0,

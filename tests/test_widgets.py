@@ -5,6 +5,7 @@ Small model and few steps throughout: the point is the wiring, not the training.
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -72,6 +73,8 @@ def test_every_control_is_built_with_the_project_vocabulary(data):
     assert "Panel(controls=depth, width" in every._repr_mimebundle_()["text/plain"]
     view = every._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]
     assert view["model_id"] == every.widget.model_id
+    still = base64.b64decode(every._repr_mimebundle_()["image/png"])
+    assert still == bytes(every._image.value), "a page without a kernel shows the plot as a still"
 
 
 def test_continuous_controls_rerun_without_recompiling(every):
@@ -323,6 +326,7 @@ def test_dashboard_and_panel_pass_nbval_in_a_headless_kernel(tmp_path, monkeypat
                     "execute_result",
                     data={
                         "text/plain": "Panel(controls=lr, clip_norm, depth)",
+                        "image/png": "iVBORw0KGgo=",
                         "application/vnd.jupyter.widget-view+json": panel_view,
                     },
                     execution_count=3,
