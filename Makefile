@@ -1,17 +1,16 @@
 # Two commands: `make lab` opens the notebooks, `make test` runs every test. Both bootstrap .venv first.
-# A Python 3.12 interpreter: python3.12 on PATH, else pyenv's. Override with `make PYTHON=/path/to/python3.12`.
-PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
-            "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
+# Python 3.12 or 3.13: tools/find_python.sh picks one from PATH or pyenv. Override with `make PYTHON=/path/to/python`.
+PYTHON ?= $(shell sh tools/find_python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: lab test lint format bench notebooks clean
 
-# Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12).
+# Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12 or 3.13).
 $(STAMP): pyproject.toml requirements.lock
-	@test -n "$(PYTHON)" || { echo "Python 3.12 not found: install it or pass PYTHON=/path/to/python3.12"; exit 1; }
-	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null || \
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or 3.13 not found: install one or pass PYTHON=/path/to/python"; exit 1; }
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] in ((3, 12), (3, 13))' 2>/dev/null || \
 		{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,lab]"
