@@ -1,4 +1,4 @@
-"""Counting XLA compilations, so that "moving a slider compiles nothing" is checked, not assumed.
+"""Counting XLA compilations, so that "moving a slider compiles nothing" is checked, not assumed::
 
     with CompileCounter() as compiles:
         train(model, data, config)

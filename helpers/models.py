@@ -1,7 +1,7 @@
 """Deep MLP and small CNN as Flax NNX modules, with switches for init scale, BatchNorm and residual connections.
 
 Initialisation, stated once: every kernel (hidden layers and head) is drawn from a zero-mean *normal*
-distribution with variance
+distribution with variance::
 
     Var(W) = init_scale**2 * gain / fan_in_or_avg,
 

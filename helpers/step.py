@@ -73,7 +73,7 @@ def with_l2(grads, params, l2):
 
 
 def clipped(clip_mode: str | None, grads, params, clip_norm) -> jax.Array:
-    """Does clipping change this gradient? global_norm: ||g|| > c; value: some |g_i| > c; adaptive: AGC changes it."""
+    """Does clipping change this gradient? global_norm: ||g|| > c; value: some `|g_i|` > c; adaptive: AGC changes it."""
     if clip_mode is None:
         return jnp.array(False)
     if clip_mode == "global_norm":
