@@ -41,7 +41,6 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 autodoc_member_order = "bysource"
 # Each object once, in the module that defines it (helpers.train re-exports some of helpers.optimizer).
 autodoc_default_options = {"ignore-module-all": True}
-autodoc_typehints = "description"  # signatures stay one line; the types go beside each argument
 
 html_theme = "sphinx_book_theme"
 html_title = "Taming gradients"
@@ -57,6 +56,7 @@ html_theme_options = {
     "launch_buttons": {"colab_url": "https://colab.research.google.com"},
     "home_page_in_toc": True,
     "show_navbar_depth": 1,
+    "navbar_persistent": [],  # one search field, in the sidebar
 }
 
 

@@ -5,6 +5,7 @@
 - a slider panel's output (a widget view) keeps only its stored picture (image/png), or nothing where it has
   none, and a note before the panel says how to run it live (Colab or `make lab`);
 - the notebook's saved widget state is dropped, so no page loads a widget manager;
+- the Colab setup cell, and any cell whose source JupyterLab hides, shows its source only on a click;
 - badge images point to local copies in docs/images/.
 
 Nothing is executed: the outputs are those stored by `make notebooks`.
@@ -56,16 +57,31 @@ def for_site(nb: dict, colab: str, name: str = "notebook") -> dict:
     for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "markdown":
             cell["source"] = _local_badges(_source(cell), f"{name}, cell {index}")
+        if cell["cell_type"] == "code" and _collapsed(cell):
+            tags = cell["metadata"].setdefault("tags", [])
+            tags += [] if "hide-input" in tags else ["hide-input"]  # myst-nb: a "Show code cell source" toggle
         panels = [o for o in cell.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
         if panels:
             has_still = all("image/png" in o["data"] for o in panels)
             note = PANEL_NOTE[has_still].format(colab=colab)
-            cells.append({"cell_type": "markdown", "id": f"panel-note-{index}", "metadata": {}, "source": f":::{{note}}\n{note}\n:::"})
+            cells.append(
+                {
+                    "cell_type": "markdown",
+                    "id": f"panel-note-{index}",
+                    "metadata": {},
+                    "source": f":::{{note}}\n{note}\n:::",
+                }
+            )
             cell["outputs"] = [_still(o) for o in cell["outputs"]]
             cell["outputs"] = [o for o in cell["outputs"] if o is not None]
         cells.append(cell)
     nb["cells"] = cells
     return nb
+
+
+def _collapsed(cell: dict) -> bool:
+    """The setup cell (it installs the package on Colab, and does nothing here) or a cell hidden in JupyterLab."""
+    return "google.colab" in _source(cell) or bool(cell["metadata"].get("jupyter", {}).get("source_hidden"))
 
 
 def _still(output: dict) -> dict | None:

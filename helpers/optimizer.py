@@ -1,4 +1,4 @@
-"""The optimizer: one Optax chain, its pieces each a library transformation, its hyperparameters in its state.
+"""The optimizer: one Optax chain, its pieces each a library transformation, its hyperparameters in its state::
 
     l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup
 

@@ -1,4 +1,4 @@
-"""One training step, in pieces a reader can take one at a time, and the compiled chunk of steps that runs them.
+"""One training step, in pieces a reader can take one at a time, and the compiled chunk of steps that runs them::
 
     loss, new_rest, grads = loss_and_grads(graphdef, params, rest, x, y)     # the forward and backward pass
     updates, new_opt_state, ok, reason = guarded_update(tx, grads, ...)     # the optimizer, and may we apply it?

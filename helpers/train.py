@@ -1,4 +1,4 @@
-"""Training, read top to bottom: the config, what a run records, the loop, several seeds, evaluation.
+"""Training, read top to bottom: the config, what a run records, the loop, several seeds, evaluation::
 
     history = train(model, data, TrainConfig(lr=0.1, clip_norm=1.0))     # never raises on divergence
     runs = train_seeds(ModelConfig(depth=8), data, config, seeds=range(5))

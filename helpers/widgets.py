@@ -1,4 +1,4 @@
-"""Slider panels: every control edits one field of a `ModelConfig` or `TrainConfig`, and each change re-runs training.
+"""Slider panels: every control edits one field of a `ModelConfig` or `TrainConfig`, and each change re-runs training::
 
     p = panel(data, model=ModelConfig(depth=8), config=TrainConfig(steps=100), controls=["lr", "clip_norm"])
     p                       # the controls, the config strings of the run, its status and its dashboard
