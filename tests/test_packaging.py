@@ -37,9 +37,9 @@ def test_every_declared_dependency_is_pinned_in_the_lock():
 def test_environment_yml_installs_the_same_thing_as_make():
     env = (ROOT / "environment.yml").read_text()
     assert re.search(r"^\s*- python=3\.12\s*$", env, re.M), "environment.yml must pin python=3.12"
-    assert "- -c requirements.lock" in env and "- -e .[test,lab]" in env
+    assert "- -c requirements.lock" in env and "- -e .[test,lab,docs]" in env
     make = (ROOT / "Makefile").read_text()
-    assert "-c requirements.lock" in make and '-e ".[test,lab]"' in make
+    assert "-c requirements.lock" in make and '-e ".[test,lab,docs]"' in make
     assert PYPROJECT["project"]["requires-python"] == ">=3.12" and "((3, 12), (3, 13))" in make
 
 
