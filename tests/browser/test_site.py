@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -25,6 +26,7 @@ NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb
 # The course order: the landing page, the notebooks, then the reference pages (docs/index.md's toctrees).
 ORDER = ["index", *(f"notebooks/{n}" for n in NOTEBOOKS), "glossary", "api", "benchmarks", "CONTRIBUTING"]
 SHOTS = ROOT / "test-artifacts" / "site"
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 TIMEOUT_MS = 60_000
 
 
@@ -121,7 +123,8 @@ def test_previous_and_next_follow_the_course_order(site):
 def test_each_notebook_page_has_the_colab_badge_and_a_launch_link(site):
     for name in NOTEBOOKS:
         html = (site / "notebooks" / f"{name}.html").read_text()
-        colab = f"https://colab.research.google.com/github/taming-gradients/taming-gradients/blob/main/notebooks/{name}.ipynb"
+        colab = REPOSITORY.replace("https://github.com/", "https://colab.research.google.com/github/")
+        colab += f"/blob/main/notebooks/{name}.ipynb"
         assert re.search(rf'<a class="reference external" href="{re.escape(colab)}"><img alt="Open In Colab"', html), (
             f"{name}: no Colab badge linking to {colab}"
         )
@@ -208,6 +211,10 @@ def test_every_page_loads_cleanly_with_its_images_math_and_links(site, served, o
             name = _shot_name(url, served)
             if not name.startswith("_modules"):
                 page.screenshot(path=str(SHOTS / f"{name}.png"))
+            figures = page.locator(".cell_output img")
+            if figures.count():  # a notebook page: its first figure too
+                figures.first.scroll_into_view_if_needed()
+                page.screenshot(path=str(SHOTS / f"{name}-figure.png"))
         finally:
             page.close()
         problems += [f"{url}: {p}" for p in found]
@@ -240,7 +247,7 @@ def test_a_panel_page_shows_the_note_and_no_widget(served, offline):
         note = page.locator(".admonition.note", has_text="to move its sliders").first
         note.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SHOTS / f"{NOTEBOOKS[0]}-panel.png"))
+        page.screenshot(path=str(SHOTS / f"notebooks__{NOTEBOOKS[0]}-panel.png"))
         assert note.is_visible() and "make lab" in note.inner_text()
         assert page.locator(".jupyter-widgets, .widget-area").count() == 0
         assert not problems, problems
@@ -258,7 +265,7 @@ def test_math_renders(served, offline):
         display = page.locator("div.math mjx-container").first
         display.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SHOTS / f"{NOTEBOOKS[0]}-math.png"))
+        page.screenshot(path=str(SHOTS / f"notebooks__{NOTEBOOKS[0]}-math.png"))
         box = display.bounding_box()
         assert box and box["width"] > 100 and box["height"] > 10, f"a display formula of size {box}"
     finally:
