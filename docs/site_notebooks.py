@@ -23,7 +23,7 @@ BADGES = {"https://colab.research.google.com/assets/colab-badge.svg": "../images
 REMOTE_IMAGE = re.compile(r"!\[[^\]]*\]\((https?:)?//|<img[^>]+src=[\"'](https?:)?//")
 
 PANEL_NOTE = {
-    True: "Here the panel shows the picture it stored when the notebook ran; to move its sliders, open the "
+    True: "Below, the panel shows the picture it stored when the notebook ran; to move its sliders, open the "
     "notebook in [Colab]({colab}) or run it on your machine with `make lab`.",
     False: "The panel below needs a running notebook, so this page cannot show it; to move its sliders, open the "
     "notebook in [Colab]({colab}) or run it on your machine with `make lab`.",
