@@ -1,20 +1,20 @@
 # Two commands: `make lab` opens the notebooks, `make test` runs every test. Both bootstrap .venv first.
-# A Python 3.12 interpreter: python3.12 on PATH, else pyenv's. Override with `make PYTHON=/path/to/python3.12`.
-PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
-            "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
+# `make docs` builds the course's website into docs/_build/html (`make docs-serve` serves it on localhost).
+# Python 3.12 or 3.13: tools/find_python.sh picks one from PATH or pyenv. Override with `make PYTHON=/path/to/python`.
+PYTHON ?= $(shell sh tools/find_python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint format bench notebooks clean
+.PHONY: lab test lint format bench notebooks docs docs-serve clean
 
-# Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12).
+# Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12 or 3.13).
 $(STAMP): pyproject.toml requirements.lock
-	@test -n "$(PYTHON)" || { echo "Python 3.12 not found: install it or pass PYTHON=/path/to/python3.12"; exit 1; }
-	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null || \
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or 3.13 not found: install one or pass PYTHON=/path/to/python"; exit 1; }
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] in ((3, 12), (3, 13))' 2>/dev/null || \
 		{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,lab]"
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,lab,docs]"
 	@touch $@
 
 # Jupyter refuses to start as root (containers, CI) unless told it is intended.
@@ -22,12 +22,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check helpers tests benchmarks notebooks tools
-	$(BIN)/ruff format --check helpers tests benchmarks notebooks tools
+	$(BIN)/ruff check helpers tests benchmarks notebooks tools docs
+	$(BIN)/ruff format --check helpers tests benchmarks notebooks tools docs
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix helpers tests benchmarks notebooks tools
-	$(BIN)/ruff format helpers tests benchmarks notebooks tools
+	$(BIN)/ruff check --fix helpers tests benchmarks notebooks tools docs
+	$(BIN)/ruff format helpers tests benchmarks notebooks tools docs
 
 # Every notebook runs twice under nbval, against the outputs stored from the default floating-point path: once
 # on it, once on a second path (AVX without FMA: other kernels, other last bits, as on another CPU). On a
@@ -44,9 +44,18 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The website, from the stored notebooks as they are (nothing is executed); every warning is an error.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
+DOCS_PORT ?= 8000
+docs-serve: docs
+	$(BIN)/python -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory docs/_build/html
+
 # Re-execute every notebook from its jupytext twin (notebooks/source/*.py) and store the outputs.
 notebooks: $(STAMP)
 	$(BIN)/python tools/build_notebooks.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts docs/_build docs/notebooks

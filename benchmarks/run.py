@@ -157,6 +157,7 @@ def small(data, rounds: int, steps: int, res: dict) -> dict:
     model = build_mlp(8, 64)
     T.train(model, data, cfg.replace(steps=cfg.chunk_steps))  # compile
     ours_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "ours")
+    previous_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "previous")
     nodiag_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "ours without diagnostics")
     bare_chunk = V.Stepper(build_mlp(8, 64), data, cfg, "bare")
     tut_model = build_mlp(8, 64)
@@ -172,7 +173,7 @@ def small(data, rounds: int, steps: int, res: dict) -> dict:
         loss.block_until_ready()
         return len(batches)
 
-    for s in (ours_chunk, nodiag_chunk, bare_chunk):
+    for s in (ours_chunk, previous_chunk, nodiag_chunk, bare_chunk):
         s(1)
     tutorial()
     calls = max(1, steps // cfg.chunk_steps)
@@ -180,6 +181,7 @@ def small(data, rounds: int, steps: int, res: dict) -> dict:
         {
             "ours: train()": train_timer(model, data, cfg),
             "ours: compiled chunks": stepper_timer(ours_chunk, calls),
+            "previous step (before the split): compiled chunks": stepper_timer(previous_chunk, calls),
             "ours without diagnostics: compiled chunks": stepper_timer(nodiag_chunk, calls),
             "bare (no diagnostics, no guard): compiled chunks": stepper_timer(bare_chunk, calls),
             "tutorial: @nnx.jit per step": tutorial,
@@ -201,6 +203,7 @@ def small(data, rounds: int, steps: int, res: dict) -> dict:
             "bare (no diagnostics, no guard): compiled chunks",
         )
     )
+    res["small_step_vs_previous"] = paired(ours, t["previous step (before the split): compiled chunks"])
     res["diagnostics_overhead"] = med(ours) / med(nodiag) - 1
     res["diagnostics_overhead_paired"] = paired(ours, nodiag) - 1
     res["diagnostics_overhead_cpu"] = med(ours, "cpu") / med(nodiag, "cpu") - 1
@@ -218,9 +221,10 @@ def large(data, rounds: int, steps: int, res: dict) -> dict:
     model = build_mlp(20, 128)
     T.train(model, data, cfg.replace(steps=cfg.chunk_steps))
     ours_chunk = V.Stepper(build_mlp(20, 128), data, cfg, "ours")
+    previous_chunk = V.Stepper(build_mlp(20, 128), data, cfg, "previous")
     nodiag_chunk = V.Stepper(build_mlp(20, 128), data, cfg, "ours without diagnostics")
     nobn_chunk = V.Stepper(build_mlp(20, 128, batchnorm=False), data, cfg, "bare")
-    for s in (ours_chunk, nodiag_chunk, nobn_chunk):
+    for s in (ours_chunk, previous_chunk, nodiag_chunk, nobn_chunk):
         s(1)
     n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -248,6 +252,7 @@ def large(data, rounds: int, steps: int, res: dict) -> dict:
         {
             "ours: train()": train_timer(model, data, cfg),
             "ours: compiled chunks": stepper_timer(ours_chunk, calls),
+            "previous step (before the split): compiled chunks": stepper_timer(previous_chunk, calls),
             "ours without diagnostics: compiled chunks": stepper_timer(nodiag_chunk, calls),
             "bare: no BatchNorm, diagnostics, guard": stepper_timer(nobn_chunk, calls),
             "matmul 128^3 chained in a loop (per product)": mm_small,
@@ -283,6 +288,9 @@ def large(data, rounds: int, steps: int, res: dict) -> dict:
     res["large_fraction_wall_ratio_paired"] = statistics.median(  # each sample vs the matmul right after it
         flops / s / (mm_flops / m) for s, m in zip(t["ours: train()"]["wall"], t["ours: train()"]["probe"], strict=True)
     )
+    res["large_step_vs_previous"] = paired(
+        t["ours: compiled chunks"], t["previous step (before the split): compiled chunks"]
+    )
     res["large_diagnostics_overhead"] = (
         med(t["ours: compiled chunks"]) / med(t["ours without diagnostics: compiled chunks"]) - 1
     )
@@ -294,7 +302,7 @@ def chunking(data, rounds: int, res: dict) -> dict:
     log("\n[2b] chunking: CNN(8x8x1, depth 3, width 32, BatchNorm), batch 64, Adam; MLP chunk_steps 1 vs 50")
     cnn_cfg = T.TrainConfig(optimizer="adam", lr=1e-3, batch_size=64, steps=50, chunk_steps=50)
     cnn = build_cnn()
-    assert not cnn.scan_steps, "the CNN is expected to step per call (helpers.models.CNN.scan_steps)"
+    assert not T._spec(cnn, cnn_cfg).scan, "the CNN is expected to step per call (helpers.train._spec)"
     T.train(cnn, data, cnn_cfg.replace(steps=cnn_cfg.chunk_steps))
     per_step = V.Stepper(build_cnn(), data, cnn_cfg, "ours", scan=False)
     in_scan = V.Stepper(build_cnn(), data, cnn_cfg.replace(chunk_steps=5), "ours", scan=True)  # 5 steps a chunk
@@ -474,6 +482,8 @@ def main() -> None:
         "cnn_scan_slowdown",
         "mlp_chunk1_slowdown",
         "compile_cpu_s_depth100",
+        "small_step_vs_previous",
+        "large_step_vs_previous",
     ):
         if key in res:
             print(f"  {key:40s} {res[key]:8.3f}")

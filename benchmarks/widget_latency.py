@@ -1,13 +1,18 @@
-"""Slider latency: time from a value change (`Panel.set`) to the redrawn figure, per control.
+"""Slider latency, two ways: per control on a reference panel, and on every panel of every notebook.
 
     .venv/bin/python benchmarks/widget_latency.py            # writes benchmarks/widget_latency.json
+    .venv/bin/python benchmarks/widget_latency.py --only reference   # or: --only notebooks
 
-The panel trains the default MLP (depth 8, width 64) for 100 steps on the digits and draws the dashboard.
-A continuous control (lr, clip_norm, l2, weight_decay, init_scale, warmup_steps) must re-run and redraw in
-under 0.5 s without compiling anything; a depth the panel has not seen yet compiles once and must take
-under 3 s. Each row is the median of several changes; `compiles` counts XLA compilations over all of them.
-Wall-clock seconds depend on what else runs on the machine; `cpu s` (this process's CPU time, all threads)
-is about what a change costs on an otherwise idle machine.
+Reference panel: the default MLP (depth 8, width 64), 100 steps on the digits, the dashboard. Time from
+`Panel.set(control=value)` to the redrawn dashboard PNG, per control. A continuous control (lr, clip_norm, l2,
+weight_decay, init_scale, warmup_steps) must re-run and redraw in under 0.5 s without compiling anything; a depth
+the panel has not seen yet compiles once and must take under 3 s.
+
+Notebook panels: each notebook runs in a kernel up to its panels (nbclient), and after each panel a cell times
+it as a reader feels it (benchmarks/panel_timing.py): its first draw; a continuous control moved as the browser
+moves it, five times: when progress shows (target 0.3 s), when the plot is first redrawn with the new run (target
+1 s), when the run has ended (target 1 s for MLP panels; CNN panels: as fast as their step allows); and one
+change that needs a new program. Wall-clock seconds depend on what else runs on the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -71,7 +77,7 @@ def measure(p: widgets.Panel, name: str, values) -> dict:
     }
 
 
-def main() -> None:
+def reference() -> dict:
     load_before = os.getloadavg()
     data = load_digits()
     start = time.perf_counter()
@@ -101,26 +107,97 @@ def main() -> None:
             verdict = f"  target {r['target_s']:g} s: wall {wall}, cpu {cpu_ok}"
         head = f"{r['control']:<30} {r['changes']:>7} {r['median_s']:9.3f}"
         print(f"{head} {cpu} {train} {draw} {r['compiles']:>8}{verdict}")
-    result = {
-        "command": "python benchmarks/widget_latency.py",
+    return {
         "what": "seconds from Panel.set(control=value) to the redrawn dashboard PNG (training + drawing)",
         "model": str(MODEL),
         "config": str(CONFIG),
         "repeats": REPEATS,
         "rows": rows,
-        "machine": {
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    }
+
+
+PANEL = re.compile(r"^(\w+)\s*=\s*(?:widgets\.)?panel\(", re.MULTILINE)
+NOTEBOOK_TARGETS_S = {"progress_s": 0.3, "first_redraw_s": 1.0, "done_s_mlp": 1.0}
+
+
+def notebook_panels() -> list[dict]:
+    """Every panel of every notebook, timed in the notebook's own kernel after the cells before it ran."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    rows = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cells, last = (
+            [],
+            max((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and PANEL.search(c.source)), default=None),
+        )
+        if last is None:
+            continue
+        for cell in nb.cells[: last + 1]:
+            if cell.cell_type != "code":
+                continue
+            cells.append(nbformat.v4.new_code_cell(cell.source))
+            for name in PANEL.findall(cell.source):
+                cells.append(
+                    nbformat.v4.new_code_cell(
+                        "import json as _json, sys as _sys\n"
+                        f"_sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+                        "from panel_timing import time_panel as _time_panel\n"
+                        f"print('PANEL_TIMING', _json.dumps({{'notebook': {path.stem!r}, 'panel': {name!r}, "
+                        f"**_time_panel({name})}}))"
+                    )
+                )
+        run = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
+        start = time.perf_counter()
+        NotebookClient(
+            run, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
+        found = [
+            json.loads(line.removeprefix("PANEL_TIMING "))
+            for cell in run.cells
+            for out in cell.get("outputs", [])
+            if out.get("output_type") == "stream"
+            for line in out.get("text", "").splitlines()
+            if line.startswith("PANEL_TIMING ")
+        ]
+        print(f"{path.stem}: {len(found)} panel(s), {time.perf_counter() - start:.0f} s", flush=True)
+        rows.extend(found)
+    print(f"\n{'notebook / panel':<36} {'first draw':>10} {'progress':>9} {'redraw':>7} {'done':>6} {'compiling':>10}")
+    for r in rows:
+        c, k = r.get("continuous", {}), r.get("compiling", {})
+        fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else "-"  # noqa: E731
+        print(
+            f"{r['notebook'] + ' / ' + r['panel']:<36} {fmt(r['first_draw_s']):>10} {fmt(c.get('progress_s')):>9} "
+            f"{fmt(c.get('first_redraw_s')):>7} {fmt(c.get('done_s')):>6} {fmt(k.get('done_s')):>10}"
+        )
+    return rows
+
+
+def main() -> None:
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    out = Path(__file__).with_suffix(".json")
+    result = json.loads(out.read_text()) if out.exists() and only else {}
+    result.update(
+        command="python benchmarks/widget_latency.py",
+        machine={
             "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
             "platform": platform.platform(),
             "python": platform.python_version(),
             "jax": jax.__version__,
             "matplotlib": matplotlib.__version__,
         },
-    }
-    out = Path(__file__).with_suffix(".json")
+        date=time.strftime("%Y-%m-%d %H:%M"),
+    )
+    if only in (None, "reference"):
+        result["reference"] = reference()
+    if only in (None, "notebooks"):
+        result["notebook_targets_s"] = NOTEBOOK_TARGETS_S
+        result["notebooks"] = notebook_panels()
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}  (load average {load_before[0]:.1f} -> {load_after[0]:.1f})")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from helpers.compiles import compiled_cache
 from helpers.models import layer_norms
 
 
@@ -31,17 +32,17 @@ def layer_grad_norms(model: nnx.Module, x, y) -> np.ndarray:
     model.check_input(np.shape(x))
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if graphdef not in _GRAD_NORMS:
-
-        def norms(params, rest, x, y):
-            loss = lambda p: _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), x, y)[0]  # noqa: E731
-            return layer_norms(jax.grad(loss)(params))[0]
-
-        _GRAD_NORMS[graphdef] = jax.jit(norms)
-    return np.asarray(_GRAD_NORMS[graphdef](params, rest, jnp.asarray(x), jnp.asarray(y)), dtype=np.float64)
+    norms = _grad_norms(graphdef)(params, rest, jnp.asarray(x), jnp.asarray(y))
+    return np.asarray(norms, dtype=np.float64)
 
 
-_GRAD_NORMS: dict = {}
+@compiled_cache
+def _grad_norms(graphdef):
+    def norms(params, rest, x, y):
+        loss = lambda p: _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), x, y)[0]  # noqa: E731
+        return layer_norms(jax.grad(loss)(params))[0]
+
+    return jax.jit(norms)
 
 
 @dataclasses.dataclass

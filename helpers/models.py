@@ -1,7 +1,7 @@
 """Deep MLP and small CNN as Flax NNX modules, with switches for init scale, BatchNorm and residual connections.
 
 Initialisation, stated once: every kernel (hidden layers and head) is drawn from a zero-mean *normal*
-distribution with variance
+distribution with variance::
 
     Var(W) = init_scale**2 * gain / fan_in_or_avg,
 
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from helpers.config import Config, setting
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
@@ -49,6 +51,7 @@ def kernel_init(init: str = "he", init_scale: float = 1.0) -> nnx.Initializer:
 
 
 def _positive_int(name: str, value: int) -> int:
+    """`value`, or ValueError naming `name` unless it is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
@@ -96,8 +99,6 @@ class _Net(nnx.Module):
     first: _Block
     blocks: _Block | None  # None when depth == 1
     head: nnx.Linear
-    #: Whether training runs many steps inside one compiled `lax.scan` (see helpers.train).
-    scan_steps: bool = True
     #: From this depth on, `hidden` loops over the stacked blocks; below it they are unrolled (straight-line
     #: code). Unrolled steps run faster on CPU, a loop compiles in the same time whatever the depth
     #: (benchmarks/README.md). None: always unrolled.
@@ -148,7 +149,11 @@ class _Net(nnx.Module):
         return [f"{self.block_prefix}{i}" for i in range(self.depth)] + ["head"]
 
     def block(self, i: int) -> _Block:
-        """Hidden block `i` (0 = the first) as a module of its own: a copy, for reading and calling."""
+        """Hidden block `i` (0 = the first) as a module of its own, for reading and calling.
+
+        Block 0 is the network's own first block (changing it changes the network); the others are copies sliced
+        out of the stacked blocks (changing them does not).
+        """
         i = range(self.depth)[i]  # IndexError outside [-depth, depth)
         if i == 0:
             return self.first
@@ -166,10 +171,21 @@ class _Net(nnx.Module):
     def _pool(self, h):
         return h
 
-    def _build(
-        self, make_layer, n_in, depth, width, num_classes, activation, init, init_scale, batchnorm, residual, rngs
+    def __init__(
+        self,
+        n_in: int,
+        depth: int,
+        width: int,
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        init: str = "he",
+        batchnorm: bool = False,
+        residual: bool = False,
+        rngs: nnx.Rngs,
     ):
-        """Validate the switches, then `depth` blocks (the first takes `n_in` features) and the head."""
+        """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig."""
         for name, value in [("depth", depth), ("width", width)]:
             _positive_int(name, value)
         if _positive_int("num_classes", num_classes) < 2:
@@ -178,7 +194,7 @@ class _Net(nnx.Module):
         k_init = kernel_init(init, init_scale)
         blocks = [
             _Block(
-                make_layer(n_in if i == 0 else width, k_init, not batchnorm),
+                self._layer(n_in if i == 0 else width, width, k_init, not batchnorm, rngs),
                 width,
                 activation,
                 batchnorm,
@@ -191,6 +207,10 @@ class _Net(nnx.Module):
         self.first = blocks[0]
         self.blocks = _stack(blocks[1:]) if depth > 1 else None
         self.head = nnx.Linear(width, num_classes, kernel_init=k_init, rngs=rngs)
+
+    def _layer(self, n_in: int, width: int, k_init, bias: bool, rngs: nnx.Rngs) -> nnx.Module:
+        """The weight layer of a block: `n_in` -> `width` features (MLP) or channels (CNN)."""
+        raise NotImplementedError
 
 
 _compiled_call = nnx.jit(lambda model, x: model(x))
@@ -230,40 +250,48 @@ def layer_norms(*trees) -> jax.Array:
     return jnp.stack([norms(t) for t in trees])
 
 
+def per_layer(tree) -> list[dict]:
+    """A tree shaped like a model's parameters (the parameters, their gradients, their updates) as one plain dict
+    per layer, input -> output, in the order of `layer_names()`: {"kernel": ..., "bias": ...} for the head,
+    {"layer": {"kernel": ...}, "norm": {...}} for a hidden block.
+
+    How the hidden blocks are stored (stacked, for speed) stays inside helpers: each entry is a plain pytree,
+    ready for hand-written code or any Optax transformation. `from_per_layer` is the inverse.
+    """
+    t = nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+    blocks = t.get("blocks")
+    count = len(jax.tree.leaves(blocks)[0]) if blocks else 0
+    stacked = [jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(count)]
+    return [t["first"], *stacked, t["head"]]
+
+
+def from_per_layer(layers: list[dict]) -> dict:
+    """The inverse of `per_layer`: one tree in the model's layout (a plain dict, as `nnx.to_pure_dict` gives)."""
+    first, *blocks, head = layers
+    tree = {"first": first, "head": head}
+    if blocks:
+        tree["blocks"] = jax.tree.map(lambda *a: jnp.stack(a), *blocks)
+    return tree
+
+
 class MLP(_Net):
     """Deep MLP on flattened inputs: `depth` hidden blocks of `width` units, then a linear head."""
 
     block_prefix = "dense"
 
-    def __init__(
-        self,
-        in_features: int,
-        depth: int,
-        width: int,
-        num_classes: int,
-        *,
-        activation: str = "relu",
-        init_scale: float = 1.0,
-        init: str = "he",
-        batchnorm: bool = False,
-        residual: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        _positive_int("in_features", in_features)
-        self.in_features = in_features
-        self._build(
-            lambda n_in, k_init, bias: nnx.Linear(n_in, width, use_bias=bias, kernel_init=k_init, rngs=rngs),
-            in_features,
-            depth,
-            width,
-            num_classes,
-            activation,
-            init,
-            init_scale,
-            batchnorm,
-            residual,
-            rngs,
-        )
+    def __init__(self, in_features: int, depth: int, width: int, num_classes: int, **switches):
+        """`in_features` inputs (the flattened image); `switches`: activation, init_scale, init, batchnorm,
+        residual and rngs (required), as in ModelConfig."""
+        self.in_features = _positive_int("in_features", in_features)
+        super().__init__(in_features, depth, width, num_classes, **switches)
+
+    @staticmethod
+    def input_of(image_shape: Sequence[int]) -> int:
+        """The first argument for images of shape `image_shape`: their number of values."""
+        return math.prod(image_shape)
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        return nnx.Linear(n_in, width, use_bias=bias, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` flattens to `in_features`."""
@@ -285,43 +313,26 @@ class CNN(_Net):
     """
 
     block_prefix = "conv"
-    # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax issue 12868):
-    # the CNN is stepped by per-step compiled calls instead (measured in benchmarks/).
-    scan_steps = False
-    loop_from_depth = None  # the same holds for a loop over the blocks: always unrolled
+    # XLA:CPU runs convolution gradients inside a loop 20-70x slower than outside one (jax-ml/jax#12868; measured
+    # in benchmarks/): the blocks are always unrolled (and helpers.train steps a CNN one call per step).
+    loop_from_depth = None
 
-    def __init__(
-        self,
-        in_shape: Sequence[int],
-        depth: int,
-        width: int,
-        num_classes: int,
-        *,
-        activation: str = "relu",
-        init_scale: float = 1.0,
-        init: str = "he",
-        batchnorm: bool = False,
-        residual: bool = False,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, in_shape: Sequence[int], depth: int, width: int, num_classes: int, **switches):
+        """Images of shape `in_shape` (height, width, channels); `switches` as for MLP."""
         in_shape = tuple(in_shape)
         if len(in_shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in in_shape):
             raise ValueError(f"in_shape must be (height, width, channels) of positive ints, got {in_shape!r}")
         self.in_shape = in_shape
         self.pool = max(1, in_shape[0] // 8)
-        self._build(
-            lambda n_in, k_init, bias: nnx.Conv(n_in, width, (3, 3), use_bias=bias, kernel_init=k_init, rngs=rngs),
-            in_shape[2],
-            depth,
-            width,
-            num_classes,
-            activation,
-            init,
-            init_scale,
-            batchnorm,
-            residual,
-            rngs,
-        )
+        super().__init__(in_shape[2], depth, width, num_classes, **switches)
+
+    @staticmethod
+    def input_of(image_shape: Sequence[int]) -> tuple[int, ...]:
+        """The first argument for images of shape `image_shape`: that shape."""
+        return tuple(image_shape)
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        return nnx.Conv(n_in, width, (3, 3), use_bias=bias, kernel_init=k_init, rngs=rngs)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` has images of shape `in_shape`."""
@@ -338,27 +349,20 @@ class CNN(_Net):
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The model switches a slider may turn; `build` makes the network. Prints and parses like TrainConfig."""
+class ModelConfig(Config):
+    """The model switches a slider may turn; `build` makes the network. Prints and parses back exactly, every field."""
 
-    kind: str = "mlp"  # "mlp" | "cnn"
-    depth: int = 8
-    width: int = 64
-    activation: str = "relu"
-    init: str = "he"
-    init_scale: float = 1.0
-    batchnorm: bool = False
-    residual: bool = False
-    seed: int = 0  # initial weights: nnx.Rngs(seed)
-
-    def __post_init__(self):
-        if self.kind not in ("mlp", "cnn"):
-            raise ValueError(f"kind must be 'mlp' or 'cnn', got {self.kind!r}")
-        for name in ("depth", "width"):
-            _positive_int(name, getattr(self, name))
-        _check_switches(self.activation, self.init, self.init_scale)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+    kind: str = setting("mlp", "choice", choices=("mlp", "cnn"), printed=True)
+    depth: int = setting(8, "int", low=1, printed=True, control=("int", 1, 32, 1))
+    width: int = setting(64, "int", low=1, printed=True, control=("options", (8, 16, 32, 64, 128, 256)))
+    activation: str = setting("relu", "choice", choices=tuple(ACTIVATIONS), printed=True, control=("dropdown",))
+    init: str = setting("he", "choice", choices=tuple(INITS), printed=True, control=("dropdown",))
+    # a log slider: tanh's critical 1/sqrt(2), ReLU's 1 and a 10x-too-large start all fit, finely
+    init_scale: float = setting(1.0, "float", low=0, above=True, printed=True, control=("log", -1, 1.5))
+    batchnorm: bool = setting(False, "bool", printed=True, control=("checkbox",))
+    residual: bool = setting(False, "bool", printed=True, control=("checkbox",))
+    seed: int = setting(0, "int", low=0, printed=True, control=("int", 0, 20, 1))
+    """The initial weights: nnx.Rngs(seed)."""
 
     def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN:
         """The network for inputs of shape `image_shape` (H, W, C), e.g. `data.image_shape`."""
@@ -382,6 +386,7 @@ class ModelConfig:
         return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), stacked)) for i in range(len(seeds))]
 
     def _make(self, image_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs) -> MLP | CNN:
+        net = {"mlp": MLP, "cnn": CNN}[self.kind]
         switches = dict(
             activation=self.activation,
             init_scale=self.init_scale,
@@ -390,28 +395,4 @@ class ModelConfig:
             residual=self.residual,
             rngs=rngs,
         )
-        if self.kind == "mlp":
-            return MLP(math.prod(image_shape), self.depth, self.width, num_classes, **switches)
-        return CNN(tuple(image_shape), self.depth, self.width, num_classes, **switches)
-
-    def __str__(self) -> str:
-        return " ".join(
-            f"{f.name}={getattr(self, f.name):g}" if f.type == "float" else f"{f.name}={getattr(self, f.name)}"
-            for f in dataclasses.fields(self)
-        )
-
-    @classmethod
-    def parse(cls, text: str) -> ModelConfig:
-        """Read back `str(model_config)`: space-separated key=value pairs; missing keys keep their defaults."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        values: dict = {}
-        for item in text.split():
-            key, sep, raw = item.partition("=")
-            if not sep or key not in types:
-                raise ValueError(f"model string: unknown item {item!r}; keys are {sorted(types)}")
-            cast = {"int": int, "float": float, "bool": lambda r: r == "True", "str": str}[types[key]]
-            values[key] = cast(raw)
-        return cls(**values)
-
-    def replace(self, **changes) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
+        return net(net.input_of(image_shape), self.depth, self.width, num_classes, **switches)

@@ -1,4 +1,4 @@
-"""Plots of a training run: a live dashboard that redraws while `train` runs, and the same plots when it is done.
+"""Plots of a training run: a live dashboard that redraws while `train` runs, and the same plots when it is done::
 
     dash = Dashboard("depth 8, lr 0.05")
     history = train(model, data, config, on_chunk=dash.update)

@@ -1,8 +1,12 @@
-"""Training: one config object, an Optax chain whose hyperparameters live in its state, a compiled step, the loop.
+"""Training, read top to bottom: the config, what a run records, the loop, several seeds, evaluation::
 
-The step is compiled once per model shape and optimizer structure and cached, so moving a slider (a new lr,
-clip_norm, l2, weight_decay or warmup_steps) reuses the compiled code: those values are arrays in the
-optimizer state (`optax.inject_hyperparams`), not constants in the program.
+    history = train(model, data, TrainConfig(lr=0.1, clip_norm=1.0))     # never raises on divergence
+    runs = train_seeds(ModelConfig(depth=8), data, config, seeds=range(5))
+
+The pieces it uses live beside it: the Optax chain in `helpers.optimizer`, the compiled step in `helpers.step`.
+The step is compiled once per model structure and optimizer structure and cached, so moving a slider (a new lr,
+clip_norm, l2, weight_decay or warmup_steps) reuses the compiled code: those values are arrays in the optimizer
+state (`optax.inject_hyperparams`), not constants in the program.
 """
 
 from __future__ import annotations
@@ -11,106 +15,68 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import math
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from helpers.models import layer_norms
+from helpers.compiles import compiled_cache
+from helpers.config import Config, setting
+from helpers.models import CNN
+from helpers.optimizer import adaptive_grad_clip, hyperparameters, make_optimizer, warmup_factor
+from helpers.step import REASONS, Spec, compiled_chunk, unpack
+
+__all__ = [
+    "SEEDS",
+    "History",
+    "SeedRuns",
+    "TrainConfig",
+    "adaptive_grad_clip",
+    "evaluate",
+    "hyperparameters",
+    "is_compiled",
+    "make_optimizer",
+    "train",
+    "train_seeds",
+    "warmup_factor",
+]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 CLIP_MODES = ("global_norm", "value", "adaptive")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every knob a slider may turn. `str(config)` gives a short string that `TrainConfig.parse` reads back."""
+class TrainConfig(Config):
+    """Every knob a slider may turn. `str(config)` gives a short string that `TrainConfig.parse` reads back exactly."""
 
-    optimizer: str = "sgd"  # "sgd" | "momentum" (heavy ball, 0.9) | "adam"
-    lr: float = 0.05  # peak learning rate
-    warmup_steps: int = 0  # linear warmup: lr * min(1, (step + 1) / warmup_steps)
-    clip_norm: float | None = None  # None = no clipping; else the threshold of `clip_mode`
-    clip_mode: str = "global_norm"  # "global_norm" (Pascanu 2013) | "value" | "adaptive" (Brock 2021)
-    l2: float = 0.0  # coupled L2: l2/2 * sum ||W||^2 added to the loss, so l2 * W added to the gradient
-    weight_decay: float = 0.0  # decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer
-    batch_size: int = 64
-    steps: int = 200
-    seed: int = 0  # initial batches order; the model's own seed is its nnx.Rngs
-    chunk_steps: int = 50  # steps per compiled call (MLP) and per `on_chunk` report
-    skip_nonfinite: bool = False  # skip non-finite gradient steps (optax.apply_if_finite) instead of stopping
-
-    def __post_init__(self):
-        def fail(name, allowed):
-            raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
-
-        def number(name, low, strict):
-            v = getattr(self, name)
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or (v <= low if strict else v < low):
-                fail(name, f"a finite number {'>' if strict else '>='} {low}")
-
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                fail(name, f"an integer >= {low}")
-
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {OPTIMIZERS}")
-        if self.clip_mode not in CLIP_MODES:
-            fail("clip_mode", f"one of {CLIP_MODES}")
-        number("lr", 0, strict=True)
-        if self.clip_norm is not None:
-            number("clip_norm", 0, strict=True)
-        number("l2", 0, strict=False)
-        number("weight_decay", 0, strict=False)
-        integer("warmup_steps", 0)
-        integer("batch_size", 1)
-        integer("steps", 1)
-        integer("seed", 0)
-        integer("chunk_steps", 1)
-        if not isinstance(self.skip_nonfinite, bool):
-            fail("skip_nonfinite", "True or False")
-
-    def __str__(self) -> str:
-        always = ("optimizer", "lr", "steps")
-        parts = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in always or value != f.default:
-                parts.append(f"{f.name}={value:g}" if isinstance(value, float) else f"{f.name}={value}")
-        return " ".join(parts)
-
-    @classmethod
-    def parse(cls, text: str) -> TrainConfig:
-        """Read back `str(config)`: space-separated key=value pairs; missing keys keep their defaults."""
-        kinds = {f.name: f.default for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for item in text.split():
-            key, sep, raw = item.partition("=")
-            if not sep or key not in kinds:
-                raise ValueError(f"config string: unknown item {item!r}; keys are {sorted(kinds)}")
-            if raw == "None":
-                values[key] = None
-            elif key in ("optimizer", "clip_mode"):
-                values[key] = raw
-            elif key == "skip_nonfinite":
-                values[key] = raw == "True"
-            elif isinstance(kinds[key], int) and not isinstance(kinds[key], bool):
-                values[key] = int(raw)
-            else:
-                values[key] = float(raw)
-        return cls(**values)
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+    optimizer: str = setting("sgd", "choice", choices=OPTIMIZERS, printed=True, control=("dropdown",))
+    """"sgd" | "momentum" (heavy ball, 0.9) | "adam"."""
+    lr: float = setting(0.05, "float", low=0, above=True, printed=True, control=("log", -4, 1))
+    """Peak learning rate."""
+    warmup_steps: int = setting(0, "int", low=0, control=("int", 0, 500, 10))
+    """Linear warmup: lr * min(1, (step + 1) / warmup_steps)."""
+    clip_norm: float | None = setting(None, "float", low=0, above=True, optional=True, control=("log", -2, 2, 1.0))
+    """None: no clipping; else the threshold of `clip_mode`."""
+    clip_mode: str = setting("global_norm", "choice", choices=CLIP_MODES, control=("dropdown",))
+    """"global_norm" (Pascanu et al. 2013) | "value" | "adaptive" (Brock et al. 2021)."""
+    l2: float = setting(0.0, "float", low=0, control=("log", -6, 0, 1e-3))
+    """Coupled L2: l2/2 * sum ||W||^2 added to the loss, so l2 * W added to the gradient."""
+    weight_decay: float = setting(0.0, "float", low=0, control=("log", -5, 0, 1e-3))
+    """Decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer."""
+    batch_size: int = setting(64, "int", low=1)
+    steps: int = setting(200, "int", low=1, printed=True, control=("int", 10, 2000, 10))
+    seed: int = setting(0, "int", low=0, control=("int", 0, 20, 1))
+    """The order of the batches; the initial weights' seed is ModelConfig.seed."""
+    chunk_steps: int = setting(50, "int", low=1)
+    """Steps per compiled call (MLP) and per `on_chunk` report."""
+    skip_nonfinite: bool = setting(False, "bool")
+    """Skip steps whose gradient is not finite (optax.apply_if_finite) instead of stopping."""
 
 
 @dataclasses.dataclass
@@ -156,238 +122,35 @@ class History:
         )
 
 
-class _Spec(NamedTuple):
-    """The parts of a TrainConfig that change the compiled program (everything else is data)."""
-
-    optimizer: str
-    clip_mode: str | None
-    skip_nonfinite: bool
-    scan: bool
-    # False: the same step without the diagnostics (per-layer gradient norms, update ratios, clipped flag);
-    # each step reports only loss, ok and reason. What benchmarks/ measures the diagnostics' cost against.
-    diagnostics: bool = True
+def _spec(model: nnx.Module, config: TrainConfig) -> Spec:
+    """What of this run the compiled program depends on. The training policy lives here: an MLP runs a chunk of
+    steps inside one `lax.scan`; a CNN runs one step per call, because XLA:CPU runs a convolution's gradient
+    inside a loop 20-70x slower than outside one (jax-ml/jax#12868; measured in benchmarks/)."""
+    clip_mode = config.clip_mode if config.clip_norm is not None else None
+    return Spec(config.optimizer, clip_mode, config.skip_nonfinite, scan=not isinstance(model, CNN))
 
 
-#: A step's metrics travel as two float32 arrays (two writes per step, one fetch per chunk): these scalars,
-#: and a (2, layers) array of the per-layer gradient norms and update ratios.
-_SCALARS = ("loss", "grad_norm", "clipped", "skipped", "lr", "ok", "reason")
+def is_compiled(model: nnx.Module, config: TrainConfig) -> bool:
+    """Has `train` compiled the step for this model's structure and this optimizer already? (Then it reuses it.)"""
+    return (nnx.split(model, nnx.Param, ...)[0], _spec(model, config)) in compiled_chunk
 
 
-def _mask(params, predicate: Callable[[list], bool]):
-    """A params-shaped tree of bools: `predicate(names)` of each leaf's path (an nnx.State or a plain dict)."""
+@compiled_cache
+def _forward_ok(graphdef):
+    """jit (params, rest, x) -> per layer (input -> output, then the logits): is the forward signal finite?
 
-    def names(path):
-        return [getattr(k, "key", getattr(k, "idx", None)) for k in path if not isinstance(k, jax.tree_util.GetAttrKey)]
-
-    return jax.tree_util.tree_map_with_path(lambda path, _: predicate(names(path)), params)
-
-
-def _kernel_mask(params):
-    """True for weight kernels (what l2 and weight decay act on), False for biases and BatchNorm's scale/shift."""
-    return _mask(params, lambda names: names[-1] == "kernel")
-
-
-def _inject_state(opt_state) -> optax.InjectHyperparamsState:
-    """The InjectHyperparamsState, whether or not apply_if_finite wraps it."""
-    return opt_state.inner_state if isinstance(opt_state, optax.ApplyIfFiniteState) else opt_state
-
-
-def _hyperparams(opt_state) -> dict[str, jax.Array]:
-    return _inject_state(opt_state).hyperparams
-
-
-def warmup_factor(count, warmup_steps):
-    """min(1, (count + 1) / warmup_steps); 1 when warmup_steps is 0. Same as optax.linear_schedule (tested)."""
-    return jnp.minimum(1.0, (count + 1) / jnp.maximum(warmup_steps, 1.0))
-
-
-def adaptive_grad_clip(clipping, params) -> optax.GradientTransformation:
-    """`optax.adaptive_grad_clip` layer by layer, also for the stacked blocks of `helpers.models`.
-
-    AGC clips each unit's gradient to `clipping` times that unit's weight norm, reading the units off each
-    array's shape. A stacked array carries the layers on its leading axis, so there the clip is `jax.vmap`-ed
-    over that axis: every layer is clipped exactly as if it were stored on its own (tested).
-    """
-    agc = optax.adaptive_grad_clip(clipping)
-    stacked = _mask(params, lambda names: names[0] == "blocks")
-    if not any(jax.tree.leaves(stacked)):  # depth 1: nothing stacked
-        return agc
-    per_layer = optax.GradientTransformation(
-        agc.init, lambda u, state, p: (jax.vmap(lambda u, p: agc.update(u, state, p)[0])(u, p), state)
-    )
-    return optax.chain(optax.masked(agc, jax.tree.map(lambda s: not s, stacked)), optax.masked(per_layer, stacked))
-
-
-def hyperparameters(config: TrainConfig) -> dict[str, float]:
-    """The values that live in the optimizer state (`optax.inject_hyperparams`): changing them compiles nothing."""
-    values = dict(
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        clip_norm=config.clip_norm or 0.0,
-        l2=config.l2,
-        weight_decay=config.weight_decay,
-    )
-    return {k: float(v) for k, v in values.items()}
-
-
-def make_optimizer(config: TrainConfig, params) -> optax.GradientTransformation:
-    """l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup, hyperparameters injected.
-
-    `params` (the model's nnx.Param state, or the same as plain arrays) gives the tree's structure: l2 and
-    weight decay act on the weight kernels only.
-    """
-    kernel_mask = _kernel_mask(params)
-    clippers = {
-        "global_norm": optax.clip_by_global_norm,
-        "value": optax.clip,
-        "adaptive": lambda clip_norm: adaptive_grad_clip(clip_norm, params),
-    }
-
-    def chain(lr, warmup_steps, clip_norm, l2, weight_decay):
-        parts = [optax.add_decayed_weights(l2, kernel_mask)]
-        if config.clip_norm is not None:
-            parts.append(clippers[config.clip_mode](clip_norm))
-        parts.append(
-            {"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}[
-                config.optimizer
-            ]()
-        )
-        parts.append(optax.add_decayed_weights(weight_decay, kernel_mask))
-        parts.append(optax.scale_by_schedule(lambda count: -lr * warmup_factor(count, warmup_steps)))
-        return optax.chain(*parts)
-
-    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(**hyperparameters(config))
-    if config.skip_nonfinite:
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
-    return tx
-
-
-def _all_finite(tree) -> jax.Array:
-    """True iff every element of every leaf is finite: x * 0 is 0 for a finite x and NaN otherwise, so one sum
-    per leaf decides it, and never overflows.
-
-    Not `isfinite(concatenate(leaves)).all()`: XLA:CPU runs that concatenation slowly, 0.85 ms per step for the
-    125k parameters of a 30 x 64 MLP, as long as the rest of its training step (benchmarks/README.md).
-    """
-    return jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(tree)))
-
-
-def _forward_ok(graphdef, params, rest, x) -> np.ndarray:
-    """Per layer (input -> output, then the logits): is the forward signal finite? Run only after a divergence.
-
-    The step does not compute this (there it took ~13% of the small MLP's step time): when a run stops because its
-    loss is not finite, the model still holds the parameters and BatchNorm statistics from before that step,
+    Run only after a divergence (in the step it took ~13% of the small MLP's step time): when a run stops because
+    its loss is not finite, the model still holds the parameters and BatchNorm statistics from before that step,
     so replaying that step's forward pass on its batch gives exactly the per-layer flags.
     """
-    if graphdef not in _FORWARD_OK:
 
-        def forward_ok(params, rest, x):
-            model = nnx.merge(graphdef, params, rest, copy=True)
-            hidden = model.hidden(x)
-            finite = jnp.isfinite(hidden).all(axis=tuple(range(1, hidden.ndim)))
-            return jnp.concatenate([finite, jnp.isfinite(model.readout(hidden[-1])).all()[None]])
-
-        _FORWARD_OK[graphdef] = jax.jit(forward_ok)
-    return np.asarray(_FORWARD_OK[graphdef](params, rest, x))
-
-
-_FORWARD_OK: dict[Any, Callable] = {}
-
-
-def _build_runner(graphdef, spec: _Spec, params_template):
-    """Jitted (state, x, y, batch indices, active flags) -> (state, per-step metrics), state donated; and the
-    jitted (params, hyperparameters) -> fresh optimizer state that goes with it."""
-    mask = _kernel_mask(params_template)
-    config = TrainConfig(
-        optimizer=spec.optimizer,
-        clip_norm=1.0 if spec.clip_mode else None,
-        clip_mode=spec.clip_mode or "global_norm",
-        skip_nonfinite=spec.skip_nonfinite,
-    )
-    tx = make_optimizer(config, params_template)
-
-    def loss_fn(params, rest, x, y):
+    def forward_ok(params, rest, x):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        logits = model(x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, nnx.split(model, nnx.Param, ...)[2]
+        hidden = model.hidden(x)
+        finite = jnp.isfinite(hidden).all(axis=tuple(range(1, hidden.ndim)))
+        return jnp.concatenate([finite, jnp.isfinite(model.readout(hidden[-1])).all()[None]])
 
-    def step(carry, batch):
-        params, rest, opt_state, stopped = carry
-        x, y, active = batch
-        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, x, y)
-        hp = _hyperparams(opt_state)
-        # The gradient of the regularized loss: what clipping sees, and what we report.
-        grads_l2 = jax.tree.map(lambda g, p, m: g + hp["l2"] * p if m else g, grads, params, mask)
-        grad_norm = optax.tree.norm(grads_l2)
-        updates, new_opt = tx.update(grads, opt_state, params)
-        grads_ok = jnp.isfinite(grad_norm)
-        if spec.clip_mode is None:
-            clipped = jnp.array(False)
-        elif spec.clip_mode == "global_norm":
-            clipped = grad_norm > hp["clip_norm"]
-        elif spec.clip_mode == "value":
-            clipped = optax.tree.max(jax.tree.map(jnp.abs, grads_l2)) > hp["clip_norm"]
-        else:
-            agc = adaptive_grad_clip(hp["clip_norm"], params)
-            clipped_g = agc.update(grads_l2, agc.init(params), params)[0]
-            clipped = optax.tree.norm(optax.tree.sub(clipped_g, grads_l2)) > 0
-        # Finite parameters plus a finite update give finite new parameters (unless the sum itself overflows,
-        # which needs values near 3e38), so checking the update decides before it is applied, and XLA fuses
-        # the guard into `apply_updates` (no second pass). Reason 2, "parameters": that update was not finite.
-        if spec.skip_nonfinite:
-            ok = _all_finite(updates)  # apply_if_finite already zeroed the update for bad gradients
-            reason = jnp.int32(2)
-        else:
-            ok = jnp.isfinite(loss) & grads_ok & _all_finite(updates)
-            reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~grads_ok, 1, 2))
-        apply = active & ~stopped & ok
-        keep_rest = apply & jnp.isfinite(loss)
-        if spec.diagnostics:  # read the parameters' norms before the update overwrites them in place
-            norms, params = jax.lax.optimization_barrier((layer_norms(grads_l2, updates, params), params))
-        carry = (
-            choose(optax.apply_updates(params, updates), params, apply),
-            choose(new_rest, rest, keep_rest),
-            choose(new_opt, opt_state, apply),
-            stopped | (active & ~ok),
-        )
-        if not spec.diagnostics:
-            return carry, jnp.stack([loss, ok, reason]).astype(jnp.float32)
-        lr = hp["lr"] * warmup_factor(_inject_state(opt_state).count, hp["warmup_steps"])
-        scalars = dict(loss=loss, grad_norm=grad_norm, clipped=clipped, skipped=~grads_ok, lr=lr, ok=ok, reason=reason)
-        g_norms, u_norms, p_norms = norms
-        return carry, (
-            jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in _SCALARS]),
-            jnp.stack([g_norms, u_norms / p_norms]),
-        )
-
-    if spec.scan:
-
-        def run(carry, x_all, y_all, idx, active):  # the chunk's batches gathered at once, outside the loop
-            return jax.lax.scan(step, carry, (x_all[idx], y_all[idx], active))
-    else:
-
-        def run(carry, x_all, y_all, idx, active):
-            carry, metrics = step(carry, (x_all[idx], y_all[idx], active))
-            return carry, metrics
-
-    def init(params, hyperparams):
-        """`tx.init` with these hyperparameter values: one compiled call instead of a dozen eager ones."""
-        state = tx.init(params)
-        values = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
-        inject = _inject_state(state)._replace(hyperparams=values)
-        return state._replace(inner_state=inject) if spec.skip_nonfinite else inject
-
-    return jax.jit(run, donate_argnums=(0,)), jax.jit(init)
-
-
-def choose(new, old, flag):
-    """`new` where flag is true, else `old`, leaf by leaf (a branch-free `if` inside the compiled step)."""
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
-
-
-# Compiled runners, one per (model structure, optimizer structure): a slider move finds its runner here.
-_RUNNERS: dict[tuple, Callable] = {}
+    return jax.jit(forward_ok)
 
 
 @functools.lru_cache(maxsize=64)  # a slider move asks for the same batches again
@@ -432,12 +195,8 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     chunk = config.chunk_steps
-    clip_mode = config.clip_mode if config.clip_norm is not None else None
-    spec = _Spec(config.optimizer, clip_mode, config.skip_nonfinite, bool(model.scan_steps))
-    compiled = _RUNNERS.get((graphdef, spec))
-    if compiled is None:
-        compiled = _RUNNERS[graphdef, spec] = _build_runner(graphdef, spec, params)
-    runner, init_optimizer = compiled
+    spec = _spec(model, config)
+    runner, init_optimizer = compiled_chunk(graphdef, spec)
 
     n_chunks = -(-config.steps // chunk)
     idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
@@ -470,7 +229,8 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
                 history = _history(config, model.layer_names(), rows)
                 if history.diverged_reason == "loss":  # where did the forward pass overflow? replay that step
                     t = history.diverged_at
-                    ok = _forward_ok(graphdef, carry[0], carry[1], x_dev[idx.reshape(-1, idx.shape[-1])[t]])
+                    x_t = x_dev[idx.reshape(-1, idx.shape[-1])[t]]
+                    ok = np.asarray(_forward_ok(graphdef)(carry[0], carry[1], x_t))
                     history.diverged_layer = _blame(
                         "loss", ok, history.layer_grad_norms[t], history.update_ratio, t, history.layer_names
                     )
@@ -484,31 +244,29 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
 
 
 def _history(config: TrainConfig, names: list[str], rows: list[tuple[np.ndarray, np.ndarray]]) -> History:
-    scalars, per_layer = (np.concatenate(part) for part in zip(*rows, strict=True))
-    cat = {k: scalars[:, i] for i, k in enumerate(_SCALARS)}
-    cat["layer_grad_norms"], cat["update_ratio"] = per_layer[:, 0], per_layer[:, 1]
-    cat["ok"] = cat["ok"].astype(bool)
-    bad = np.flatnonzero(~cat["ok"])
-    end = int(bad[0]) + 1 if len(bad) else len(cat["loss"])
-    cat = {k: v[:end] for k, v in cat.items()}
+    """The History of the chunks so far (each a packed StepMetrics), cut after the first step that was not ok."""
+    m = unpack(*(np.concatenate(part) for part in zip(*rows, strict=True)))
+    ok = m.ok.astype(bool)
+    bad = np.flatnonzero(~ok)
+    end = int(bad[0]) + 1 if len(bad) else len(ok)
     h = History(
         config=config,
         layer_names=list(names),
-        loss=cat["loss"],
-        grad_norm=cat["grad_norm"],
-        layer_grad_norms=cat["layer_grad_norms"],
-        update_ratio=np.where(cat["ok"][:, None], cat["update_ratio"], np.nan),  # no update was applied
-        clipped=cat["clipped"].astype(bool),
-        skipped=cat["skipped"].astype(bool),
-        lr=cat["lr"],
+        loss=m.loss[:end],
+        grad_norm=m.grad_norm[:end],
+        layer_grad_norms=m.layer_grad_norms[:end],
+        update_ratio=np.where(ok[:end, None], m.update_ratio[:end], np.nan),  # no update was applied
+        clipped=m.clipped[:end].astype(bool),
+        skipped=m.skipped[:end].astype(bool),
+        lr=m.lr[:end],
     )
     if len(bad):
         t = int(bad[0])
         h.diverged_at = t
-        h.diverged_reason = ("loss", "gradient", "parameters")[int(cat["reason"][t])]
+        h.diverged_reason = REASONS[int(m.reason[t])]
         if h.diverged_reason != "loss":  # a "loss" divergence is blamed by `train`, which replays the forward pass
             # the step's own update ratios (History hides them: that update was not applied)
-            h.diverged_layer = _blame(h.diverged_reason, None, h.layer_grad_norms[t], cat["update_ratio"], t, names)
+            h.diverged_layer = _blame(h.diverged_reason, None, h.layer_grad_norms[t], m.update_ratio, t, names)
     return h
 
 
@@ -529,18 +287,23 @@ def _blame(reason: str, forward_ok, grad_norms, update_ratio, t: int, names: lis
     return names[int(np.argmax(row))]
 
 
-_EVALUATORS: dict[Any, Callable] = {}
+@compiled_cache
+def _predictor(graphdef):
+    """jit (state, x) -> predicted labels, for one model structure."""
+    return jax.jit(lambda state, x: jnp.argmax(nnx.merge(graphdef, state)(x), -1))
 
 
 def evaluate(model: nnx.Module, x, y, batch_size: int = 1024) -> float:
-    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages)."""
+    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages).
+
+    Leaves the model in evaluation mode: call `model.train()` before using it for training-mode statistics
+    (`train` does so itself).
+    """
     x, y = np.asarray(x, np.float32), np.asarray(y)
     model.check_input(x.shape)
     model.eval()
     graphdef, state = nnx.split(model)
-    if graphdef not in _EVALUATORS:
-        _EVALUATORS[graphdef] = jax.jit(lambda s, xb: jnp.argmax(nnx.merge(graphdef, s)(xb), -1))
-    predict = _EVALUATORS[graphdef]
+    predict = _predictor(graphdef)
     correct = sum(
         int((np.asarray(predict(state, x[i : i + batch_size])) == y[i : i + batch_size]).sum())
         for i in range(0, len(x), batch_size)
@@ -612,8 +375,12 @@ class SeedRuns:
         n, bad = len(self.seeds), len(self.diverged)
         head = f"{n} seeds, {bad} diverged" if bad else f"{n} seeds, none diverged"
         if bad == n:
-            steps = sorted(h.diverged_at for h in self.histories)
-            return f"{n} seeds, all diverged (at steps {steps[0]}-{steps[-1]})"
+            first, last = min(h.diverged_at for h in self.histories), max(h.diverged_at for h in self.histories)
+            return (
+                f"{n} seeds, all diverged (at step {first})"
+                if first == last
+                else (f"{n} seeds, all diverged (at steps {first}-{last})")
+            )
         loss = self.final_loss[np.isfinite(self.final_loss)]
         return f"{head}; final loss {loss.mean():.3g} (min {loss.min():.3g}, max {loss.max():.3g})"
 

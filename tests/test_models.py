@@ -135,13 +135,32 @@ def test_deep_nets_compile_one_block_whatever_their_depth():
 
 def test_eager_calls_are_compiled_once_per_shape():
     """Outside jit a model call goes through nnx.jit: a scan over the blocks is not re-traced at every call."""
-    from helpers.widgets import compile_count
+    from helpers.compiles import CompileCounter
 
     model = MLP(64, 20, 16, 10, batchnorm=True, rngs=nnx.Rngs(0))
     x, other_x = (jnp.asarray(np.random.default_rng(s).normal(size=(4, 64)), jnp.float32) for s in (0, 1))
     model(x), model.hidden(x)
-    before = compile_count()
-    model(x), model.hidden(x), model(other_x)
-    assert compile_count() == before
+    with CompileCounter() as compiles:
+        model(x), model.hidden(x), model(other_x)
+    assert compiles.count == 0
     mean = nnx.state(model, nnx.BatchStat)["blocks"]["norm"]["mean"][...]
     assert not np.allclose(mean, 0)  # training-mode calls still update the running averages
+
+
+def test_per_layer_gives_one_plain_tree_per_layer_and_inverts():
+    from helpers.models import from_per_layer, per_layer
+
+    model = ModelConfig(depth=5, width=8, batchnorm=True).build((8, 8, 1))
+    params = nnx.state(model, nnx.Param)
+    layers = per_layer(params)
+    assert len(layers) == len(model.layer_names()) == 6
+    for layer, kernel in zip(layers[:-1], model.kernels()[:-1], strict=True):
+        np.testing.assert_array_equal(layer["layer"]["kernel"], kernel)
+        assert set(layer["norm"]) == {"scale", "bias"}
+    np.testing.assert_array_equal(layers[-1]["kernel"], model.head.kernel[...])
+    back = from_per_layer(layers)
+    expected = nnx.to_pure_dict(params)
+    assert jax.tree.structure(back) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(per_layer(nnx.state(ModelConfig(depth=1).build((8, 8, 1)), nnx.Param))) == 2

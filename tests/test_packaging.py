@@ -1,8 +1,11 @@
 """The routes to an environment agree: pyproject, the lock, environment.yml, the Makefile and CI."""
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -34,11 +37,38 @@ def test_every_declared_dependency_is_pinned_in_the_lock():
 def test_environment_yml_installs_the_same_thing_as_make():
     env = (ROOT / "environment.yml").read_text()
     assert re.search(r"^\s*- python=3\.12\s*$", env, re.M), "environment.yml must pin python=3.12"
-    assert "- -c requirements.lock" in env and "- -e .[test,lab]" in env
+    assert "- -c requirements.lock" in env and "- -e .[test,lab,docs]" in env
     make = (ROOT / "Makefile").read_text()
-    assert "-c requirements.lock" in make and '-e ".[test,lab]"' in make
-    assert PYPROJECT["project"]["requires-python"] == ">=3.12" and "(3, 12)" in make
+    assert "-c requirements.lock" in make and '-e ".[test,lab,docs]"' in make
+    assert PYPROJECT["project"]["requires-python"] == ">=3.12" and "((3, 12), (3, 13))" in make
 
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _fake_python(path: Path, version: str) -> None:
+    """An executable that answers the bootstrap's version check as a Python `version` would."""
+    ok = version in ("3.12", "3.13")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\nexit {0 if ok else 1}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "present, chosen",
+    [
+        ({"bin/python3.12": "3.12", "bin/python3.13": "3.13"}, "python3.12"),  # 3.12 first: what Colab runs
+        ({"bin/python3.13": "3.13"}, "python3.13"),
+        ({"home/.pyenv/versions/3.13.0/bin/python3.13": "3.13"}, "home/.pyenv/versions/3.13.0/bin/python3.13"),
+        ({"bin/python3.12": "3.11"}, ""),  # a python3.12 that is not 3.12 is refused
+        ({}, ""),
+    ],
+)
+def test_the_bootstrap_picks_python_3_12_or_3_13(tmp_path, present, chosen):
+    for name, version in present.items():
+        _fake_python(tmp_path / name, version)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    out = subprocess.run(["sh", str(ROOT / "tools" / "find_python.sh")], env=env, capture_output=True, text=True)
+    expected = chosen if not chosen.startswith("home/") else str(tmp_path / chosen)
+    assert out.stdout.strip() == expected, out

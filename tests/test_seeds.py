@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from helpers.compiles import CompileCounter
 from helpers.models import ModelConfig
 from helpers.train import SeedRuns, TrainConfig, train, train_seeds
-from helpers.widgets import compile_count
 
 MLP = ModelConfig(depth=4, width=16, batchnorm=True)
 CONFIG = TrainConfig(lr=0.05, clip_norm=1.0, steps=40, chunk_steps=10)
@@ -87,9 +87,9 @@ def test_evaluate_and_summary(small):
 
 def test_a_slider_move_compiles_nothing(small):
     train_seeds(MLP, small, CONFIG, seeds=[0, 1])
-    before = compile_count()
-    train_seeds(MLP.replace(init_scale=1.4), small, CONFIG.replace(lr=0.2, clip_norm=3.0), seeds=[4, 9])
-    assert compile_count() == before, "a new lr, clip_norm, init_scale or seed must reuse the compiled step"
+    with CompileCounter() as compiles:
+        train_seeds(MLP.replace(init_scale=1.4), small, CONFIG.replace(lr=0.2, clip_norm=3.0), seeds=[4, 9])
+    assert compiles.count == 0, "a new lr, clip_norm, init_scale or seed must reuse the compiled step"
 
 
 @pytest.mark.parametrize("seeds", [[], [1, 1], [-1], [0.5], [True], "ab", 3])

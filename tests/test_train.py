@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +11,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from helpers import diagnostics
+from helpers import step as step_module
 from helpers import train as train_module
+from helpers.compiles import CompileCounter
 from helpers.models import MLP, ModelConfig
 from helpers.train import TrainConfig, evaluate, train, warmup_factor
 
@@ -54,23 +59,6 @@ def test_other_clip_modes_act_inside_train(small, clip_mode):
     assert h.clipped[0] and global_norm(clipped) < 0.5 * global_norm(free)
 
 
-def test_global_norm_clipping_keeps_direction_and_value_clipping_does_not():
-    g = {"a": jnp.array([3.0, -0.1, 0.2]), "b": jnp.array([[0.05, 4.0]])}
-    by_norm, _ = optax.clip_by_global_norm(1.0).update(g, optax.EmptyState())
-    by_value, _ = optax.clip(0.5).update(g, optax.EmptyState())
-
-    def cosine(u, v):
-        fu, fv = (
-            jnp.concatenate([x.ravel() for x in jax.tree.leaves(u)]),
-            jnp.concatenate([x.ravel() for x in jax.tree.leaves(v)]),
-        )
-        return float(fu @ fv / jnp.linalg.norm(fu) / jnp.linalg.norm(fv))
-
-    assert float(optax.tree.norm(by_norm)) == pytest.approx(1.0, rel=1e-6)
-    assert cosine(by_norm, g) == pytest.approx(1.0, abs=1e-6)
-    assert cosine(by_value, g) < 0.99
-
-
 def test_adaptive_clipping_treats_every_stacked_layer_as_optax_treats_a_layer_of_its_own(small):
     """AGC reads units off each array's shape; stacked blocks are clipped layer by layer (vmap), as if unstacked."""
     model = fresh(small)
@@ -90,15 +78,6 @@ def test_adaptive_clipping_treats_every_stacked_layer_as_optax_treats_a_layer_of
         for a, b in zip(jax.tree.leaves(ours[part]), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.allclose(ours["blocks"]["layer"]["kernel"], grads["blocks"]["layer"]["kernel"])  # it did clip
-
-
-def test_hand_written_global_norm_clipping_agrees_with_optax():
-    g = {"w": jax.random.normal(jax.random.key(0), (5, 7)) * 10, "b": jnp.ones(3)}
-    norm = jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)))
-    by_hand = jax.tree.map(lambda x: x * jnp.minimum(1.0, 2.0 / norm), g)
-    by_optax, _ = optax.clip_by_global_norm(2.0).update(g, optax.EmptyState())
-    for a, b in zip(jax.tree.leaves(by_hand), jax.tree.leaves(by_optax), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 # --- L2 vs weight decay --------------------------------------------------------------------------------
@@ -178,20 +157,23 @@ def test_step_diagnostics_match_the_standalone_ones(small):
 def test_continuous_hyperparameters_and_new_weights_never_recompile(small):
     base = TrainConfig(optimizer="adam", lr=1e-3, clip_norm=1.0, steps=4, chunk_steps=2)
     train(fresh(small), small, base)
-    compiled_fns = train_module._RUNNERS[next(k for k in train_module._RUNNERS if k[1].optimizer == "adam")]
-    compiled = [f._cache_size() for f in compiled_fns]  # the step runner and the optimizer-state init
-    for field, values in {
-        "lr": [1e-4, 3e-3, 0.01, 0.1, 1.0],
-        "clip_norm": [0.01, 0.1, 0.5, 2.0, 100.0],
-        "l2": [0.0, 1e-5, 1e-3, 0.1, 1.0],
-        "weight_decay": [0.0, 1e-5, 1e-3, 0.1, 1.0],
-        "warmup_steps": [0, 1, 3, 10, 100],
-    }.items():
-        for value in values:
-            train(fresh(small), small, base.replace(**{field: value}))
-    for init_scale in (0.5, 1.3):  # a slider that rebuilds the model: new weights, same shapes
-        train(MLP4.replace(init_scale=init_scale).build(small.image_shape), small, base)
-    assert [f._cache_size() for f in compiled_fns] == compiled == [1, 1]
+    with CompileCounter() as compiles:
+        for field, values in {
+            "lr": [1e-4, 3e-3, 0.01, 0.1, 1.0],
+            "clip_norm": [0.01, 0.1, 0.5, 2.0, 100.0],
+            "l2": [0.0, 1e-5, 1e-3, 0.1, 1.0],
+            "weight_decay": [0.0, 1e-5, 1e-3, 0.1, 1.0],
+            "warmup_steps": [0, 1, 3, 10, 100],
+            "seed": [1, 2],
+        }.items():
+            for value in values:
+                train(fresh(small), small, base.replace(**{field: value}))
+        for init_scale in (0.5, 1.3):  # a slider that rebuilds the model: new weights, same shapes
+            train(MLP4.replace(init_scale=init_scale).build(small.image_shape), small, base)
+    assert compiles.count == 0, f"{compiles.count} compilations for changes that are data, not program"
+    with CompileCounter() as compiles:
+        train(fresh(small, MLP4.replace(width=11)), small, base)  # a new program: the counter sees it
+    assert compiles.count > 0
 
 
 # --- divergence and bad input ------------------------------------------------------------------------
@@ -409,9 +391,7 @@ def test_compiled_optimizer_init_equals_optax_init(small):
     ):
         model = fresh(small)
         graphdef, params, _ = nnx.split(model, nnx.Param, ...)
-        clip_mode = config.clip_mode if config.clip_norm is not None else None
-        spec = train_module._Spec(config.optimizer, clip_mode, config.skip_nonfinite, True)
-        _, init = train_module._build_runner(graphdef, spec, params)
+        _, init = step_module.compiled_chunk(graphdef, train_module._spec(model, config))
         ours = init(params, train_module.hyperparameters(config))
         expected = train_module.make_optimizer(config, params).init(params)
         assert jax.tree.structure(ours) == jax.tree.structure(expected)
@@ -420,20 +400,18 @@ def test_compiled_optimizer_init_equals_optax_init(small):
             np.testing.assert_array_equal(a, b)
 
 
-def test_the_step_without_diagnostics_makes_the_same_updates(small):
-    """benchmarks/ times the step with and without its diagnostics: both must train identically."""
+def test_the_benchmarks_variants_of_the_step_make_the_same_updates(small):
+    """benchmarks/ times the step against itself without diagnostics and against the step before it was split
+    into pieces: all three must train identically, or the comparisons mean nothing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _variants as V
+
     config = TrainConfig(lr=0.05, clip_norm=1.0, weight_decay=1e-4, steps=20, chunk_steps=20)
-    x, y = jnp.asarray(small.x_train, jnp.float32), jnp.asarray(small.y_train, jnp.int32)
-    idx = jnp.asarray(train_module._batch_indices(len(small.x_train), 64, 20, 0))
     finals = []
-    for with_diagnostics in (True, False):
-        model = fresh(small, ModelConfig(depth=4, width=16, batchnorm=True))
-        model.train()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        spec = train_module._Spec("sgd", "global_norm", False, True, with_diagnostics)
-        runner, init = train_module._build_runner(graphdef, spec, params)
-        opt_state = init(params, train_module.hyperparameters(config))
-        carry, _ = runner((params, rest, opt_state, jnp.array(False)), x, y, idx, jnp.ones(20, bool))
-        finals.append(jax.tree.leaves((carry[0], carry[1])))
-    for a, b in zip(*finals, strict=True):
+    for kind in ("ours", "ours without diagnostics", "previous"):
+        stepper = V.Stepper(fresh(small, ModelConfig(depth=4, width=16, batchnorm=True)), small, config, kind)
+        stepper(1)
+        finals.append(jax.tree.leaves((stepper.carry[0], stepper.carry[1])))
+    for a, b, c in zip(*finals, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)

@@ -5,6 +5,7 @@ Small model and few steps throughout: the point is the wiring, not the training.
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -19,7 +20,6 @@ import nbformat
 import pytest
 
 from helpers import plots, widgets
-from helpers import train as train_module
 from helpers.data import load_digits
 from helpers.models import ModelConfig
 from helpers.train import TrainConfig
@@ -55,10 +55,6 @@ def readout(p) -> tuple[str, str]:
     return html.unescape(codes[0]), html.unescape(codes[1])
 
 
-def compiled_runners() -> int:
-    return sum(f._cache_size() for compiled in train_module._RUNNERS.values() for f in compiled)
-
-
 def test_every_control_is_built_with_the_project_vocabulary(data):
     every = widgets.panel(data, model=MODEL, config=CONFIG, controls=list(widgets.CONTROLS), title="all controls")
     assert list(every.controls) == list(widgets.CONTROLS)
@@ -77,6 +73,8 @@ def test_every_control_is_built_with_the_project_vocabulary(data):
     assert "Panel(controls=depth, width" in every._repr_mimebundle_()["text/plain"]
     view = every._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]
     assert view["model_id"] == every.widget.model_id
+    still = base64.b64decode(every._repr_mimebundle_()["image/png"])
+    assert still == bytes(every._image.value), "a page without a kernel shows the plot as a still"
 
 
 def test_continuous_controls_rerun_without_recompiling(every):
@@ -92,12 +90,10 @@ def test_continuous_controls_rerun_without_recompiling(every):
         {"steps": 30},
         {"seed": 3},
     ):
-        runners, compiled = len(train_module._RUNNERS), compiled_runners()
         history = every.set(**change)
         if "clip_norm" in change and change["clip_norm"] == 2.0:
             continue
         assert every.compiles == 0, f"{change} recompiled"
-        assert (len(train_module._RUNNERS), compiled_runners()) == (runners, compiled), change
         assert history is every.history and history.config == every.config
     assert every.config.lr == 0.02 and every.config.clip_norm == 0.5 and every.config.steps == 30
     assert every.model.init_scale == 1.4 and every.model.seed == every.config.seed == 3
@@ -122,26 +118,70 @@ def test_config_strings_round_trip(every):
     assert TrainConfig.parse(config_text) == every.config and "l2" not in config_text
 
 
-def test_a_user_change_runs_once_and_redraws(every, monkeypatch):
+def test_set_runs_once_and_redraws(every, monkeypatch):
     runs = []
-    original = every.run
-    monkeypatch.setattr(every, "run", lambda: runs.append(1) or original())
+    original = every._run
+    monkeypatch.setattr(every, "_run", lambda *a, **k: runs.append(1) or original(*a, **k))
+    image = bytes(every._image.value)
     every.set(lr=0.3, l2=1e-3, seed=1)
     assert len(runs) == 1, "set() with several values runs once"
-    image = bytes(every._image.value)
-    every.controls["lr"].slider.value = 0.25  # what the browser sends when a slider is released
-    assert len(runs) == 2 and every.config.lr == 0.25
-    assert bytes(every._image.value) != image
-    every.controls["clip_norm"].switch.value = True  # ticking "on"
-    assert len(runs) == 3 and every.config.clip_norm == 1.0
-    assert "clip_norm=1" in readout(every)[1]
-    every.controls["clip_norm"].switch.value = False
-    assert every.config.clip_norm is None and every.controls["clip_norm"].slider.disabled
+    assert bytes(every._image.value) != image and every.history.config == every.config
 
 
-def test_log_slider_values_read_as_round_numbers(every):
-    every.controls["lr"].slider.value = 10**-1.3  # a position on the slider's 10**0.1 grid
-    assert every.config.lr == 0.05
+def test_a_user_change_shows_progress_at_once_and_trains_in_the_background(data):
+    p = widgets.panel(
+        data, model=MODEL, config=CONFIG.replace(steps=400), controls=["lr", "clip_norm"], plot=light_plot
+    )
+    statuses = []
+    p._status.observe(lambda change: statuses.append(change["new"]), names="value")
+    image = bytes(p._image.value)
+    p.controls["lr"].slider.value = 0.25  # what the browser sends when a slider is released
+    assert statuses[0].startswith("<b>training\u2026 step 0 / 400</b>"), "the panel must say at once that it trains"
+    assert "lr=0.25" in readout(p)[1], "the config line shows the new value at once"
+    assert p.wait(60), "the background run did not end"
+    assert p.config.lr == 0.25 and p.history.config.lr == 0.25
+    progress = [s for s in statuses if "step" in s and "step 0 /" not in s and "training" in s]
+    assert progress, f"no progress shown during the run: {statuses}"
+    assert "steps, final loss" in statuses[-1] and "s training" in statuses[-1], statuses[-1]
+    assert bytes(p._image.value) != image
+    p.controls["clip_norm"].switch.value = True  # ticking "on"
+    assert p.wait(60) and p.config.clip_norm == 1.0 and "clip_norm=1" in readout(p)[1]
+    p.controls["clip_norm"].switch.value = False
+    assert p.wait(60) and p.config.clip_norm is None and p.controls["clip_norm"].slider.disabled
+
+
+def test_changes_during_a_run_are_not_lost_the_last_value_wins(data):
+    p = widgets.panel(data, model=MODEL, config=CONFIG.replace(steps=2000), controls=["lr"], plot=light_plot)
+    finished = []
+    original = p._run
+    p._run = lambda *a, **k: finished.append(original(*a, **k).config.lr) or p.history
+    for lr in (0.02, 0.03, 0.04, 0.05):
+        p.controls["lr"].slider.value = lr
+    assert p.wait(120)
+    assert p.config.lr == p.history.config.lr == 0.05
+    assert finished[-1] == 0.05 and len(finished) < 4, f"superseded runs should stop early: {finished}"
+
+
+def test_a_change_that_compiles_says_so(data):
+    p = widgets.panel(data, model=MODEL, config=CONFIG, controls=["depth", "lr"], plot=light_plot)
+    p.controls["depth"].slider.value = MODEL.depth + 3
+    assert "compiling" in p._status.value
+    assert p.wait(120) and p.compiles > 0
+    p.controls["lr"].slider.value = 0.1
+    assert "compiling" not in p._status.value
+    assert p.wait(60) and p.compiles == 0
+
+
+def test_log_sliders_have_20_positions_per_decade_read_as_round_numbers_and_take_typed_values(every):
+    lr = every.controls["lr"].slider
+    assert lr.step == 0.05, "20 positions per decade"
+    lr.value = 10**-1.3  # a position of the slider
+    assert every.wait(60) and every.config.lr == 0.05 and lr.value == 0.05
+    lr.value = 0.0123  # typed into the readout
+    assert every.wait(60) and every.config.lr == 0.0123
+    every.controls["init_scale"].slider.value = 10**0.15  # init_scale is a log slider too: 1.4
+    assert every.wait(60) and every.model.init_scale == 1.4
+    assert every.controls["init_scale"].slider.max >= 1.5, "a 10x-too-large initialisation must be reachable"
 
 
 def test_set_refuses_what_a_user_could_not_do(every):
@@ -164,7 +204,7 @@ def test_errors_from_a_user_change_are_shown_not_lost(data):
     p = widgets.panel(data, model=MODEL, config=CONFIG, controls=["lr"], plot=light_plot)
     p._plot = broken
     p.controls["lr"].slider.value = 0.1
-    assert "RuntimeError: plot failed" in p._status.value
+    assert p.wait(60) and "RuntimeError: plot failed" in p._status.value
 
 
 def test_plot_callable_gets_a_cleared_figure(data):
@@ -175,8 +215,10 @@ def test_plot_callable_gets_a_cleared_figure(data):
         fig.subplots().plot(history.loss)
 
     p = widgets.panel(data, model=MODEL, config=CONFIG, controls=["lr"], plot=plot)
+    first = len(calls)
     p.set(lr=0.1)
-    assert len(calls) == 2 and calls[-1] is p.history
+    assert calls[first - 1].done and calls[-1] is p.history, "each run ends with a drawing of the finished run"
+    assert all(not h.done for h in calls[first:-1]), "the others are live drawings of the run so far"
     assert len(p.figure.axes) == 1
 
 
@@ -229,9 +271,9 @@ def test_every_control_works_under_ipywidgets_7():
                           controls=list(widgets.CONTROLS), plot=plot, figsize=(3, 2))
         first = p.history
         p.controls["lr"].slider.value = 0.2          # a user moves a slider
-        assert p.history is not first and p.config.lr == 0.2, p.config
+        assert p.wait(60) and p.history is not first and p.config.lr == 0.2, p.config
         p.controls["l2"].switch.value = True          # and ticks a checkbox
-        assert p.config.l2 == 0.001, p.config
+        assert p.wait(60) and p.config.l2 == 0.001, p.config
         p.set(init_scale=1.5, init="xavier")
         assert p.model.init_scale == 1.5 and bytes(p._image.value).startswith(b"\\x89PNG")
         assert p._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"]
@@ -284,6 +326,7 @@ def test_dashboard_and_panel_pass_nbval_in_a_headless_kernel(tmp_path, monkeypat
                     "execute_result",
                     data={
                         "text/plain": "Panel(controls=lr, clip_norm, depth)",
+                        "image/png": "iVBORw0KGgo=",
                         "application/vnd.jupyter.widget-view+json": panel_view,
                     },
                     execution_count=3,

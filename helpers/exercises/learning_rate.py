@@ -179,7 +179,7 @@ def _adam_second_step(lr=_ADAM_LR, b1=0.9, b2=0.999, g=(_SPIKE, 1.0), correct_m=
 
 
 def check_adam_after_spike(answer) -> bool:
-    """Exercise 4: |Adam's second update| of a weight whose gradients are 1e4 (a spike), then 1; lr 1e-3."""
+    """Exercise 4: the size of Adam's second update of a weight whose gradients are 1e4 (a spike), then 1; lr 1e-3."""
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False

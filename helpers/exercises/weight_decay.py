@@ -121,7 +121,7 @@ def check_adamw_chain(make_tx) -> bool:
 
 
 def check_first_adam_l2_step(answer, lr: float, l2: float) -> bool:
-    """Exercise 3: |first Adam update| of a weight w=1 whose only gradient is the L2 term l2 * w."""
+    """Exercise 3: the size of the first Adam update of a weight w=1 whose only gradient is the L2 term l2 * w."""
     if unanswered(answer):
         print(NOT_ANSWERED)
         return False

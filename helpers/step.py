@@ -1,0 +1,208 @@
+"""One training step, in pieces a reader can take one at a time, and the compiled chunk of steps that runs them::
+
+    loss, new_rest, grads = loss_and_grads(graphdef, params, rest, x, y)     # the forward and backward pass
+    updates, new_opt_state, ok, reason = guarded_update(tx, grads, ...)     # the optimizer, and may we apply it?
+    metrics = StepMetrics(...)                                                # what the step reports
+
+`compiled_chunk(graphdef, spec)` composes them into one jitted program per model structure and optimizer
+structure (kept in a bounded cache), which runs a chunk of steps inside `lax.scan` (MLPs) or one step per call
+(CNNs: XLA:CPU runs a convolution's gradient inside a loop 20-70x slower, jax-ml/jax#12868).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from helpers.compiles import compiled_cache
+from helpers.models import layer_norms
+from helpers.optimizer import adaptive_grad_clip, inject_state, kernel_mask, make_optimizer, warmup_factor
+
+#: Why a step was not applied, in the order the step meets them.
+REASONS = ("loss", "gradient", "parameters")
+
+
+class Spec(NamedTuple):
+    """The parts of a training run that change the compiled program; everything else is data."""
+
+    optimizer: str  # "sgd" | "momentum" | "adam"
+    clip_mode: str | None  # None: no clipping
+    skip_nonfinite: bool
+    scan: bool  # a chunk of steps inside one lax.scan (else one step per call)
+
+
+class StepMetrics(NamedTuple):
+    """What one step reports. Gradients are those of the training loss plus the coupled L2 term, before clipping;
+    per-layer values are ordered input -> output."""
+
+    loss: jax.Array
+    grad_norm: jax.Array  # global L2 norm
+    clipped: jax.Array  # clipping changed the gradient
+    skipped: jax.Array  # the gradient was not finite (skipped under skip_nonfinite)
+    lr: jax.Array  # after warmup
+    ok: jax.Array  # loss, gradient and update finite: the update was applied
+    reason: jax.Array  # when not ok, why: an index into REASONS
+    layer_grad_norms: jax.Array  # (layers,)
+    update_ratio: jax.Array  # (layers,) ||update|| / ||W||
+
+
+_SCALARS = StepMetrics._fields[:7]
+
+
+def loss_and_grads(graphdef, params, rest, x, y):
+    """Mean softmax cross-entropy on the batch, the model's new non-parameter state (BatchNorm's running
+    statistics), and the gradient with respect to the parameters."""
+
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, new_rest, grads
+
+
+def with_l2(grads, params, l2):
+    """The gradient of loss + l2/2 * sum ||W||^2 over the kernels: what clipping sees, and what the step reports."""
+    return jax.tree.map(lambda g, p, m: g + l2 * p if m else g, grads, params, kernel_mask(params))
+
+
+def clipped(clip_mode: str | None, grads, params, clip_norm) -> jax.Array:
+    """Does clipping change this gradient? global_norm: ||g|| > c; value: some `|g_i|` > c; adaptive: AGC changes it."""
+    if clip_mode is None:
+        return jnp.array(False)
+    if clip_mode == "global_norm":
+        return optax.tree.norm(grads) > clip_norm
+    if clip_mode == "value":
+        return optax.tree.max(jax.tree.map(jnp.abs, grads)) > clip_norm
+    agc = adaptive_grad_clip(clip_norm, params)
+    return optax.tree.norm(optax.tree.sub(agc.update(grads, agc.init(params), params)[0], grads)) > 0
+
+
+def all_finite(tree) -> jax.Array:
+    """True iff every element of every leaf is finite: x * 0 is 0 for a finite x and NaN otherwise, so one sum
+    per leaf decides it, and never overflows.
+
+    Not `isfinite(concatenate(leaves)).all()`: XLA:CPU runs that concatenation slowly, 0.85 ms per step for the
+    125k parameters of a 30 x 64 MLP, as long as the rest of its training step (benchmarks/README.md).
+    """
+    return jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(tree)))
+
+
+def guarded_update(tx, grads, opt_state, params, loss, grad_norm, skip_nonfinite: bool):
+    """The optimizer's update, its new state, whether the update may be applied, and if not why (into REASONS).
+
+    Finite parameters plus a finite update give finite new parameters (unless the sum itself overflows, which
+    needs values near 3e38), so checking the update decides before it is applied, and XLA fuses the check into
+    `apply_updates`. Under skip_nonfinite, `optax.apply_if_finite` has already zeroed the update of a non-finite
+    gradient; only a non-finite update stops the run.
+    """
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    if skip_nonfinite:
+        return updates, new_opt_state, all_finite(updates), jnp.int32(2)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(updates)
+    reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~jnp.isfinite(grad_norm), 1, 2))
+    return updates, new_opt_state, ok, reason
+
+
+def choose(new, old, flag):
+    """`new` where flag is true, else `old`, leaf by leaf (a branch-free `if` inside the compiled step)."""
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+def make_step(graphdef, spec: Spec, tx):
+    """step((params, rest, opt_state, stopped), (x, y, active)) -> (new carry, packed StepMetrics).
+
+    A step that is not `ok` changes nothing and sets `stopped`, after which every step changes nothing: a run
+    that diverged keeps the parameters from before its divergence. `active` False marks padding steps.
+    """
+
+    def step(carry, batch):
+        params, rest, opt_state, stopped = carry
+        x, y, active = batch
+        loss, new_rest, grads = loss_and_grads(graphdef, params, rest, x, y)
+        hp = inject_state(opt_state).hyperparams
+        reported = with_l2(grads, params, hp["l2"])
+        grad_norm = optax.tree.norm(reported)
+        updates, new_opt_state, ok, reason = guarded_update(
+            tx, grads, opt_state, params, loss, grad_norm, spec.skip_nonfinite
+        )
+        # read the kernels' norms before the update overwrites the parameters in place
+        norms, params = jax.lax.optimization_barrier((layer_norms(reported, updates, params), params))
+        apply = active & ~stopped & ok
+        carry = (
+            choose(optax.apply_updates(params, updates), params, apply),
+            choose(new_rest, rest, apply & jnp.isfinite(loss)),
+            choose(new_opt_state, opt_state, apply),
+            stopped | (active & ~ok),
+        )
+        grad_norms, update_norms, param_norms = norms
+        metrics = StepMetrics(
+            loss=loss,
+            grad_norm=grad_norm,
+            clipped=clipped(spec.clip_mode, reported, params, hp["clip_norm"]),
+            skipped=~jnp.isfinite(grad_norm),
+            lr=hp["lr"] * warmup_factor(inject_state(opt_state).count, hp["warmup_steps"]),
+            ok=ok,
+            reason=reason,
+            layer_grad_norms=grad_norms,
+            update_ratio=update_norms / param_norms,
+        )
+        return carry, pack(metrics)
+
+    return step
+
+
+def pack(metrics: StepMetrics) -> tuple[jax.Array, jax.Array]:
+    """A step's metrics as two float32 arrays, the scalars and the (2, layers) per-layer values: two writes per
+    step and one fetch per chunk instead of nine (measured faster, benchmarks/README.md)."""
+    scalars = jnp.stack([jnp.asarray(getattr(metrics, k), jnp.float32) for k in _SCALARS])
+    return scalars, jnp.stack([metrics.layer_grad_norms, metrics.update_ratio])
+
+
+def unpack(scalars: np.ndarray, per_layer: np.ndarray) -> StepMetrics:
+    """The inverse of `pack`, for a chunk: arrays with a leading step axis."""
+    columns = {k: scalars[:, i] for i, k in enumerate(_SCALARS)}
+    return StepMetrics(**columns, layer_grad_norms=per_layer[:, 0], update_ratio=per_layer[:, 1])
+
+
+def optimizer_for(spec: Spec, params):
+    """The optimizer chain of a run with this spec (hyperparameter values are set in its state, not here)."""
+    from helpers.train import TrainConfig  # the config's checks; a cycle at import time otherwise
+
+    config = TrainConfig(
+        optimizer=spec.optimizer,
+        clip_norm=1.0 if spec.clip_mode else None,
+        clip_mode=spec.clip_mode or "global_norm",
+        skip_nonfinite=spec.skip_nonfinite,
+    )
+    return make_optimizer(config, params)
+
+
+@compiled_cache
+def compiled_chunk(graphdef, spec: Spec):
+    """(run, init), both jitted, for one model structure and optimizer structure.
+
+    run(carry, x_all, y_all, idx, active) -> (carry, packed metrics): a chunk of steps (or one, without scan) on
+    the batches `x_all[idx]`, carry donated. init(params, hyperparameters) -> the optimizer's first state.
+    """
+
+    def run(carry, x_all, y_all, idx, active):
+        step = make_step(graphdef, spec, optimizer_for(spec, carry[0]))
+        if spec.scan:  # the chunk's batches gathered at once, outside the loop
+            return jax.lax.scan(step, carry, (x_all[idx], y_all[idx], active))
+        return step(carry, (x_all[idx], y_all[idx], active))
+
+    def init(params, hyperparams):
+        """`tx.init` with these hyperparameter values: one compiled call instead of a dozen eager ones."""
+        state = optimizer_for(spec, params).init(params)
+        values = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
+        inject = inject_state(state)._replace(hyperparams=values)
+        return state._replace(inner_state=inject) if spec.skip_nonfinite else inject
+
+    return jax.jit(run, donate_argnums=(0,)), jax.jit(init)
