@@ -42,6 +42,7 @@ __all__ = [
     "hyperparameters",
     "is_compiled",
     "make_optimizer",
+    "mean_range",
     "train",
     "train_seeds",
     "warmup_factor",
@@ -167,7 +168,9 @@ def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray
 def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_chunk=None) -> History:
     """Train `model` in place on `data.x_train, data.y_train`; never raises on divergence (see History).
 
-    `on_chunk(history_so_far)` is called after every `config.chunk_steps` steps.
+    `on_chunk(history_so_far)` is called after every `config.chunk_steps` steps. The model's arrays are handed to
+    the compiled step and replaced by new ones (donated, so no memory is copied): a module that shares them, such
+    as an `nnx.clone` made before, loses them; copy its state (`jax.tree.map(jnp.copy, ...)`) to keep it.
     """
     history = None
     with contextlib.closing(_chunks(model, data, config)) as chunks:
@@ -383,6 +386,12 @@ class SeedRuns:
             )
         loss = self.final_loss[np.isfinite(self.final_loss)]
         return f"{head}; final loss {loss.mean():.3g} (min {loss.min():.3g}, max {loss.max():.3g})"
+
+
+def mean_range(values, fmt: str = "{:.1%}") -> str:
+    """A quantity measured once per seed, as its mean and its range: '97.5% (seeds: 96.9% to 98.1%)'."""
+    values = np.asarray(values, float)
+    return f"{fmt.format(values.mean())} (seeds: {fmt.format(values.min())} to {fmt.format(values.max())})"
 
 
 def _check_seeds(seeds) -> tuple[int, ...]:

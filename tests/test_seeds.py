@@ -96,3 +96,10 @@ def test_a_slider_move_compiles_nothing(small):
 def test_bad_seeds_raise_value_error_naming_seeds(small, seeds):
     with pytest.raises(ValueError, match="seeds"):
         train_seeds(MLP, small, CONFIG, seeds=seeds)
+
+
+def test_mean_range_reads_as_mean_and_range_over_seeds():
+    from helpers.train import mean_range
+
+    assert mean_range([0.97, 0.95, 0.99]) == "97.0% (seeds: 95.0% to 99.0%)"
+    assert mean_range([1.0, 3.0], "{:.2g}") == "2 (seeds: 1 to 3)"
