@@ -39,17 +39,12 @@ from helpers.data import load_digits
 from helpers.exercises import learning_rate as ex
 from helpers.models import ModelConfig, layer_norms
 from helpers.plots import COLORS, compare_histories, plot_layer_profile, series
-from helpers.train import SEEDS, TrainConfig, train_seeds
+from helpers.train import SEEDS, TrainConfig, mean_range, train_seeds
 from helpers.widgets import panel
 
 data = load_digits(seed=0)
 print(f"{len(data.x_train)} training and {len(data.x_test)} test digits of shape {data.image_shape}")
 print("every comparison of training runs uses the seeds", SEEDS)
-
-
-def mean_range(values, fmt="{:.0%}"):
-    """A quantity measured once per seed: its mean, and its range over the seeds."""
-    return f"{fmt.format(np.mean(values))} (seeds: {fmt.format(np.min(values))} to {fmt.format(np.max(values))})"
 
 
 # %% [markdown]

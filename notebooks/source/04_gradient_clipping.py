@@ -34,9 +34,9 @@ from flax import nnx
 
 from helpers.data import load_digits
 from helpers.exercises import clipping as ex
-from helpers.models import ModelConfig
+from helpers.models import ModelConfig, per_layer
 from helpers.plots import COLORS, LAYER_AXIS, Dashboard, series
-from helpers.train import SEEDS, TrainConfig, adaptive_grad_clip, train, train_seeds
+from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
 data = load_digits(seed=0)
@@ -49,11 +49,6 @@ print(f"{len(data.x_train)} training and {len(data.x_test)} test digits")
 print("exploding network:", EXPLODING)
 print("training:", SGD)
 print("every comparison of training runs uses the seeds", SEEDS)
-
-
-def mean_range(values, fmt="{:.0%}"):
-    """A quantity measured once per seed: its mean, and its range over the seeds."""
-    return f"{fmt.format(np.mean(values))} (seeds: {fmt.format(np.min(values))} to {fmt.format(np.max(values))})"
 
 
 # %% [markdown]
@@ -88,18 +83,22 @@ def mean_range(values, fmt="{:.0%}"):
 
 # %%
 model = EXPLODING.build(data.image_shape, data.num_classes)
-graphdef, params = nnx.split(model)  # the weights as a pytree of arrays, and how to rebuild the model
+graphdef, state = nnx.split(model)  # the weights as a pytree of arrays, and how to rebuild the model
 
 
-def loss_fn(params, x, y):
-    logits = nnx.merge(graphdef, params)(x)
+def loss_fn(state, x, y):
+    logits = nnx.merge(graphdef, state)(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 x, y = jnp.asarray(data.x_train[:64]), jnp.asarray(data.y_train[:64])
-loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, x, y)  # compiled: one call instead of ~1000 small ones
+loss, state_grads = jax.jit(jax.value_and_grad(loss_fn))(state, x, y)  # compiled: one call, not ~1000 small ones
+# one plain {"kernel", "bias"} tree per layer, input -> output: what the clipping rules below read
+params, grads = per_layer(state), per_layer(state_grads)
 n_entries = sum(g.size for g in jax.tree.leaves(grads))
-print(f"loss {float(loss):.4g}; the gradient has {len(jax.tree.leaves(grads))} arrays, {n_entries} entries")
+print(
+    f"loss {float(loss):.4g}; the gradient: {len(grads)} layers, {len(jax.tree.leaves(grads))} arrays, {n_entries} entries"
+)
 
 # %% [markdown]
 # The three rules, each a few lines on a pytree (`jax.jit` compiles each once; a new threshold is just data):
@@ -135,19 +134,12 @@ def adaptive_clip(tree, params, clipping, eps=1e-3):
         max_norm = clipping * jnp.maximum(jnp.sqrt(jnp.sum(w**2, axis=axis, keepdims=True)), eps)
         return jnp.where(g_norm > max_norm, g * max_norm / jnp.maximum(g_norm, 1e-12), g)
 
-    def leaf(path, g, w):  # the blocks after the first are stored stacked: clip them layer by layer
-        return jax.vmap(one)(g, w) if path[0].key == "blocks" else one(g, w)
-
-    return jax.tree_util.tree_map_with_path(leaf, tree, params)
+    return jax.tree.map(one, tree, params)
 
 
 # %% [markdown]
 # Do they agree with Optax? Each Optax clipper is a `GradientTransformation`: `update(grads, state, params)`
-# returns the transformed gradient. One catch for AGC: Optax reads a unit off each array's *shape* (a 2-D
-# kernel's columns; a 3-D array is taken for a multi-head kernel). `helpers.models` stores the hidden blocks
-# after the first *stacked*, as one `(layers, fan_in, fan_out)` array, so raw `optax.adaptive_grad_clip`
-# would measure each unit's norm across layers. `helpers.train.adaptive_grad_clip` applies Optax's clip to
-# each stacked layer on its own (`jax.vmap`), and that is what we compare with.
+# returns the transformed gradient, for any pytree: here the same list of layers.
 
 
 # %%
@@ -166,7 +158,7 @@ def with_optax(transform):
 ours_vs_optax = {
     "global_norm, c=1": (clip_by_global_norm(grads, 1.0), with_optax(optax.clip_by_global_norm(1.0))),
     "value, c=0.01": (clip_by_value(grads, 0.01), with_optax(optax.clip(0.01))),
-    "adaptive, c=0.01": (adaptive_clip(grads, params, 0.01), with_optax(adaptive_grad_clip(0.01, params))),
+    "adaptive, c=0.01": (adaptive_clip(grads, params, 0.01), with_optax(optax.adaptive_grad_clip(0.01))),
 }
 differences = {name: max_rel_diff(ours, theirs) for name, (ours, theirs) in ours_vs_optax.items()}
 norm_before, norm_after = float(global_norm(grads)), float(global_norm(ours_vs_optax["global_norm, c=1"][0]))

@@ -36,7 +36,7 @@ from helpers.data import load_digits
 from helpers.exercises import weight_decay as ex
 from helpers.models import ModelConfig
 from helpers.plots import COLORS, compare_histories, plot_layer_profile, series
-from helpers.train import SEEDS, TrainConfig, train, train_seeds
+from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
 data = load_digits(seed=0)
@@ -45,11 +45,6 @@ EXPLODING = NET.replace(init_scale=2.0)  # the same with weights twice He's scal
 print(f"{len(data.x_train)} training and {len(data.x_test)} test digits")
 print("network:", NET)
 print("every comparison of training runs uses the seeds", SEEDS)
-
-
-def mean_range(values, fmt="{:.1%}"):
-    """A quantity measured once per seed: its mean, and its range over the seeds."""
-    return f"{fmt.format(np.mean(values))} (seeds: {fmt.format(np.min(values))} to {fmt.format(np.max(values))})"
 
 
 # %% [markdown]

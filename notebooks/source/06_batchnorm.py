@@ -39,17 +39,12 @@ from helpers.diagnostics import activation_stats, layer_grad_norms
 from helpers.exercises import batchnorm as ex
 from helpers.models import ModelConfig
 from helpers.plots import COLORS, compare_histories, plot_layer_profile
-from helpers.train import SEEDS, TrainConfig, evaluate, train_seeds
+from helpers.train import SEEDS, TrainConfig, evaluate, mean_range, train_seeds
 from helpers.widgets import Panel
 
 plt.rcParams["figure.dpi"] = 90
 data = load_digits(seed=0)
 print(f"digits: {len(data.x_train)} train, {len(data.x_test)} test images of shape {data.image_shape}")
-
-
-def mean_range(values):
-    """An accuracy measured once per seed: its mean, and its range over the seeds."""
-    return f"{np.mean(values):.0%} (seeds: {np.min(values):.1%} to {np.max(values):.1%})"
 
 
 # %% [markdown]
