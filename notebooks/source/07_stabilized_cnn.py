@@ -16,30 +16,32 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/taming-gradients/taming-gradients/blob/main/notebooks/07_stabilized_cnn.ipynb)
 #
 # This notebook puts the fixes of notebooks 01-06 together on a small convolutional network. Afterwards you
-# can build a CNN training recipe that survives a bad initialisation and an aggressive learning rate, tell
-# which fix does the work with an ablation, recognise a divergence that never produces a NaN, and write
-# the broken Keras example of `claims-to-correct.md` correctly.
+# can build a CNN training recipe that survives a bad initialisation, tell whether a learning rate is large
+# for a given network, find out which fix does the work with an ablation over several seeds, recognise a
+# divergence that never produces a NaN, and write correctly a broken Keras example that circulates in a
+# popular blog post.
 
 # %%
 # On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
 # !python -c "import google.colab" 2>/dev/null && pip install -q flax==0.12.12 optax==0.2.8 git+https://github.com/taming-gradients/taming-gradients
 
 # %%
+import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from flax import nnx
 
 from helpers.data import Dataset, load_digits, load_mnist
 from helpers.diagnostics import activation_stats, layer_grad_norms
 from helpers.exercises import cnn as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, Dashboard, compare_histories
-from helpers.train import TrainConfig, evaluate, train
+from helpers.plots import COLORS, compare_histories, plot_history
+from helpers.train import SEEDS, TrainConfig, evaluate, mean_range, train, train_seeds
 from helpers.widgets import panel
 
 plt.rcParams["figure.dpi"] = 90
@@ -53,11 +55,12 @@ print(f"digits: {len(data.x_train)} train, {len(data.x_test)} test images of sha
 # decay and learning-rate warmup. Take them all away (and initialise the weights 10x too large) and training
 # fails. Before running anything, guess:
 #
-# 1. Removing **one** fix from the working recipe: which removal costs the most test accuracy?
+# 1. Both recipes train with SGD at a learning rate of 0.1. Is that a large learning rate?
 # 2. Adding **one** fix to the failing recipe: which one rescues it best? Does any single fix rescue it
 #    completely?
 #
-# Section 4 answers both with an ablation.
+# Section 2 answers the first with the curvature of the loss, section 4 the second with an ablation, each
+# recipe trained on five seeds.
 
 # %% [markdown]
 # ## 1 · By hand: why a bad initial scale is so dangerous in a CNN
@@ -114,10 +117,12 @@ print(f"||grad(10)|| / ||grad(1)||  = {grad_norm[10.0] / grad_norm[1.0]:.0f}  (1
 # $s = 1$ to $s = 10$ it grows by 6083, more than $10^3$: at $s = 1$ the softmax is not saturated yet, and the
 # batch's $p - y$ vectors partly cancel.
 
-# %%
-assert np.allclose(logits[10.0], 1e4 * logits[1.0], rtol=1e-3, atol=1e-3)
-assert abs(grad_norm[20.0] / grad_norm[10.0] - 8) < 0.05
-assert abs(grad_norm[10.0] / grad_norm[1.0] - 6083) < 60
+# %% jupyter={"source_hidden": true}
+# Checks: the homogeneity factors (one forward and backward pass, exact up to rounding).
+ratio_20_10, ratio_10_1 = grad_norm[20.0] / grad_norm[10.0], grad_norm[10.0] / grad_norm[1.0]
+assert np.allclose(logits[10.0], 1e4 * logits[1.0], rtol=1e-3, atol=1e-3), "logits should scale by exactly 10^4"
+assert abs(ratio_20_10 - 8) < 1e-3, f"saturated softmax: the gradient should grow by 2^3 = 8, got {ratio_20_10:.5f}"
+assert abs(ratio_10_1 / 6083 - 1) < 1e-3, f"expected the gradient to grow by 6083 from s=1 to 10, got {ratio_10_1:.1f}"
 
 # %% [markdown]
 # The stabilizing part of the recipe is an Optax chain, each piece a few words long. `helpers.train` builds
@@ -127,11 +132,11 @@ assert abs(grad_norm[10.0] / grad_norm[1.0] - 6083) < 60
 # Its first update on the 10x network, compared with plain SGD at the same learning rate:
 
 # %%
-lr, warmup_steps = 0.1, 50
+lr, wd, warmup_steps = 0.1, 5e-4, 50
 stabilizer = optax.chain(
     optax.clip_by_global_norm(1.0),
     optax.trace(decay=0.9),
-    optax.add_decayed_weights(5e-4),
+    optax.add_decayed_weights(wd),
     optax.scale_by_schedule(lambda step: -lr * jnp.minimum(1.0, (step + 1) / warmup_steps)),
 )
 g10 = grad_fn(scaled[10.0], x_batch, y_batch)
@@ -148,16 +153,57 @@ print(f"first update, stabilized:  {size_stable:.3g}")
 # thrown far from where it started. The stabilized step is 0.002 (clipped to norm 1, then 1/50 of the
 # learning rate).
 
+# %% jupyter={"source_hidden": true}
+# Checks: the first steps' sizes (exact up to rounding: no training has happened yet).
+expected_stable = lr / warmup_steps * math.sqrt(1 + (wd * weight_norm) ** 2)
+assert abs(weight_norm / 105 - 1) < 0.005, f"||weights|| should be about 105, got {weight_norm:.2f}"
+assert abs(size_plain / 366 - 1) < 0.005, f"plain SGD's first step should be about 366, got {size_plain:.2f}"
+assert abs(size_plain / weight_norm - 3.47) < 0.01, f"step / weights should be 3.47, got {size_plain / weight_norm:.3f}"
+assert abs(size_stable - expected_stable) < 1e-4, f"stabilized step {size_stable:.5f}, expected {expected_stable:.5f}"
+
+# %% [markdown]
+# **What weight decay can and cannot do here.** Decoupled decay multiplies the kernels by $(1 - \text{lr}\cdot
+# \text{wd})$ at every step, whatever the gradient is. It adds its own small step; it does not make the
+# gradient's step any smaller. How do the two compare on this first step, and over a whole run?
+
 # %%
-assert abs(size_plain - 366) < 2 and abs(weight_norm - 105) < 1 and abs(size_plain / weight_norm - 3.5) < 0.05
-assert abs(size_stable - 0.1 / 50 * math.sqrt(1 + (5e-4 * weight_norm) ** 2)) < 1e-4
+decay_step = lr * wd * weight_norm  # how far decay alone moves the weights in one step
+print(f"first step of decay alone (lr * wd * ||W||): {decay_step:.2g}")
+print(f"plain SGD's gradient step / decay's step:     {size_plain / decay_step:.3g}")
+print(f"strongest possible decay, lr * wd = 1 (every weight set to 0): a step of {weight_norm:.3g}")
+print(f"decay alone over 150 steps leaves at least {(1 - lr * wd) ** 150:.2%} of the kernels' norm")
+
+# %% [markdown]
+# The first decay step moves the weights by 0.0053, nearly 70,000 times less than plain SGD's gradient step.
+# No decay strength can make up for it: the strongest one that makes sense, $\text{lr}\cdot\text{wd} = 1$,
+# wipes out every weight at every step, and even that step (105) is less than a third of the gradient's (366).
+# And over the 150 steps of the runs below, decay at this strength shrinks the kernels by less than 1% (to
+# 99.25% at the very least), so in those runs it can barely act at all. What it does in a longer run depends
+# on what follows the kernels:
+#
+# - **With BatchNorm after them** (the stabilized recipe), the loss does not depend on a kernel's scale
+#   (notebook 06). Decay cannot regularize by shrinking; what it changes is the kernel's norm, and with it
+#   the effective learning rate of the kernel's direction, about $\text{lr}/\|W\|^2$ (van Laarhoven, 2017).
+#   There it is a learning-rate control.
+# - **Without normalization**, it shrinks the weights by $(1 - \text{lr}\cdot\text{wd})$ per step and acts as
+#   a regularizer against overfitting (notebook 05).
+#
+# In neither role is it a cure for exploding gradients. That is why the ablation of section 4 leaves it out.
+
+# %% jupyter={"source_hidden": true}
+# Checks: decay's step against the gradient's (closed forms on the numbers above).
+assert abs(decay_step / 0.00525 - 1) < 0.01, f"decay's first step should be about 0.0053, got {decay_step:.5f}"
+assert abs(size_plain / decay_step / 6.95e4 - 1) < 0.01, (
+    f"expected a ratio of 69,500, got {size_plain / decay_step:.0f}"
+)
+assert weight_norm < size_plain / 3, f"even lr*wd = 1 ({weight_norm:.0f}) should be under a third of {size_plain:.0f}"
+assert abs((1 - lr * wd) ** 150 - 0.9925) < 1e-4, "150 steps of decay at lr*wd = 5e-5 should leave 99.25%"
 
 # %% [markdown]
 # ## 2 · Unstable vs stabilized, side by side
 #
 # Now the helpers' CNN: three 3x3 convolution blocks of 32 channels, global average pooling, a linear head,
-# on the 8x8 digits. Both recipes use SGD with momentum at `lr=0.1`, which is aggressive for a batch of 64
-# (4x what the linear scaling rule of Goyal et al. (2017), 0.1 per 256 examples, suggests).
+# on the 8x8 digits. Both recipes use SGD with momentum 0.9 at `lr=0.1`, batches of 64:
 #
 # | | unstable | stabilized |
 # |---|---|---|
@@ -175,51 +221,151 @@ unstable_model = stable_model.replace(init_scale=10.0, batchnorm=False)
 unstable_train = stable_train.replace(clip_norm=None, weight_decay=0.0, warmup_steps=0)
 print("stabilized:", stable_model, "|", stable_train)
 print("unstable:  ", unstable_model, "|", unstable_train)
-assert round(math.sqrt(3 * 3 * 32 / 2)) == 12
-
-# %% tags=["nbval-ignore-output"]
-start = time.perf_counter()
-stable_net = stable_model.build(data.image_shape)
-stable_dash = Dashboard("stabilized recipe")
-stable = train(stable_net, data, stable_train, on_chunk=stable_dash.update)
-stable_dash.finish(stable)
-stable_seconds = time.perf_counter() - start
-unstable_net = unstable_model.build(data.image_shape)
-unstable_dash = Dashboard("unstable recipe")
-unstable = train(unstable_net, data, unstable_train, on_chunk=unstable_dash.update)
-unstable_dash.finish(unstable)
-stable_acc = evaluate(stable_net, data.x_test, data.y_test)
-unstable_acc = evaluate(unstable_net, data.x_test, data.y_test)
-
-# %%
-print(f"stabilized: test accuracy {stable_acc:.1%}; {stable.summary()}")
-print(f"  trained (including compilation) in {stable_seconds:.1f} s per run")
-print(f"unstable:   test accuracy {unstable_acc:.1%}; {unstable.summary()}")
-print(
-    "unstable, first 5 steps: loss",
-    np.array2string(unstable.loss[:5], precision=3),
-    "\n                         gradient norm",
-    np.array2string(unstable.grad_norm[:5], precision=3),
-)
-dead = activation_stats(unstable_net, data.x_train[:256]).dead_fraction
-print("unstable, fraction of dead units per conv layer after training:", np.round(dead, 2))
+print(f"seeds: {SEEDS}; plain N(0, 1) weights = init_scale {math.sqrt(3 * 3 * 32 / 2):g} for a 3x3x32 convolution")
 
 # %% [markdown]
-# The stabilized recipe reaches 98.6% test accuracy in 150 steps, well within the 30 s budget. The unstable
-# one diverges, though **not to NaN**: the gradient norm goes 6.3e3 -> 1.0e6 -> 1.1e8 in three steps, the
-# loss to 2.5e8, then one update pushes every unit of the first convolution below zero for every input. The
-# network is dead: it outputs the same logits for every image, the loss sits at $\ln 10 = 2.30$, every
-# kernel's gradient is exactly 0 from step 5 on (only the head's bias still learns: the class frequencies)
-# and the test accuracy is chance (7.8%). Nothing is ever non-finite, so `History.diverged_at`
-# stays `None`: a NaN check alone would not catch this divergence. Watch the gradient norm and the loss.
+# **Is `lr=0.1` a large learning rate?** Not in itself: it is large or small for a given network. Notebook 03's
+# test compares it with the sharpness $\lambda_{\max}$, the largest eigenvalue of the loss's Hessian: on a
+# quadratic, gradient descent is stable for $\text{lr}\cdot\lambda_{\max} < 2$, and heavy-ball momentum
+# $\beta$ moves that edge to $2(1+\beta) = 3.8$. We estimate $\lambda_{\max}$ at initialisation (seed 0) by
+# power iteration on Hessian-vector products, on the 128 training images of section 1, for the two networks
+# and the two in between. (The linear scaling rule of Goyal et al. (2017), 0.1 per 256 examples, would say
+# 0.025 for batches of 64, but it is a rule of thumb from ImageNet ResNets: it does not know this network.)
+
 
 # %%
-assert stable_acc >= 0.97 and abs(stable_acc - 0.986) < 0.006 and stable_seconds < 30
-assert unstable.diverged_at is None  # no NaN/Inf ...
-assert unstable.grad_norm.max() > 1e8 and unstable.loss.max() > 1e8  # ... but an explosion,
-assert dead[0] == 1.0 and abs(unstable.loss[-1] - math.log(10)) < 0.02 and abs(unstable_acc - 0.078) < 0.006
-assert abs(unstable.loss.max() / 2.5e8 - 1) < 0.05 and unstable.layer_grad_norms[5:].max() == 0
-assert np.allclose(unstable.grad_norm[:3], [6.3e3, 1.0e6, 1.1e8], rtol=0.05)
+@functools.partial(jax.jit, static_argnums=0)
+def power_step(graphdef, params, rest, v, x, y):
+    """One step of power iteration on the Hessian H of the loss on (x, y): (Hv / ||Hv||, v^T H v)."""
+
+    def loss(p):
+        logits = nnx.merge(graphdef, p, rest, copy=True)(x)  # BatchNorm with batch statistics, as in training
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    hv = jax.jvp(jax.grad(loss), (params,), (v,))[1]  # forward over reverse (Pearlmutter, 1994)
+    return optax.tree.scale(1 / optax.tree.norm(hv), hv), optax.tree.vdot(v, hv)
+
+
+def sharpness(model_config, iters=15):
+    """The largest-magnitude eigenvalue of the Hessian at initialisation (its estimate after `iters` steps)."""
+    graphdef, params, rest = nnx.split(model_config.build(data.image_shape), nnx.Param, ...)
+    v = jax.tree.map(jnp.ones_like, params)
+    v = optax.tree.scale(1 / optax.tree.norm(v), v)
+    estimates = []
+    for _ in range(iters):
+        v, lam = power_step(graphdef, params, rest, v, x_batch, y_batch)
+        estimates.append(float(lam))
+    return np.array(estimates)
+
+
+networks = {
+    "init_scale=10, no BatchNorm (unstable)": unstable_model,
+    "He init, no BatchNorm": unstable_model.replace(init_scale=1.0),
+    "init_scale=10, BatchNorm": stable_model.replace(init_scale=10.0),
+    "He init, BatchNorm (stabilized)": stable_model,
+}
+curvature = {name: sharpness(m) for name, m in networks.items()}
+print(f"{'network (seed 0)':40}{'lambda after 15 products':>26}{'lr x |lambda|':>15}")
+for name, lams in curvature.items():
+    print(f"{name:40}{lams[-1]:26.3g}{lr * abs(lams[-1]):15.2g}")
+
+# %% [markdown]
+# - **The unstable network** is extremely sharp. Power iteration has not quite settled after 15 products (it
+#   is still creeping up), but $v^\top H v$ of any unit vector $v$ is at most $\lambda_{\max}$, so
+#   $\lambda_{\max} \ge 1380$ and $\text{lr}\cdot\lambda_{\max} \ge 138$: `lr=0.1` is at least 36 times beyond
+#   the edge of 3.8. By the quadratic model, stable steps from this starting point would need `lr` below
+#   0.003.
+# - **He init alone** brings $\lambda_{\max}$ down to 13: $\text{lr}\cdot\lambda_{\max} = 1.3$, inside the
+#   edge even for plain gradient descent.
+# - **With BatchNorm**, at either scale, power iteration settles on a *negative* eigenvalue (-2.8 and -1.9):
+#   the largest curvature in magnitude is one along which the loss bends down. Every positive eigenvalue is
+#   smaller than that in magnitude, so $\text{lr}\cdot\lambda_{\max} < 0.3$: BatchNorm's scale invariance
+#   (notebook 06) keeps the curvature low at both scales.
+#
+# So for the stabilized network `lr=0.1` is not aggressive at all at the start: it is more than ten times
+# inside the edge. For the 10x network it is far too large. Keep these four numbers in mind: the four networks
+# are the starting points of the ablation's rows in section 4.
+
+# %% jupyter={"source_hidden": true}
+# Checks: the sharpness at initialisation (15 Hessian-vector products, no training: exact up to rounding).
+lam_bad, lam_he, lam_bn10, lam_bn = curvature.values()
+assert abs(lam_bad[-1] / 1383.2 - 1) < 2e-3, f"unstable: expected 1383 after 15 products, got {lam_bad[-1]:.1f}"
+assert lam_bad[-1] > lam_bad[-2], f"unstable: power iteration should still be rising, got {lam_bad[-2:]}"
+assert lam_bad[-1] > 1380 and lr * lam_bad[-1] / 3.8 > 36, (
+    f"unstable: lr x lambda should pass 36 x 3.8, got {lr * lam_bad[-1]:.0f}"
+)
+assert abs(lam_he[-1] / 13.04 - 1) < 2e-3, f"He init, no BatchNorm: expected lambda 13.04, got {lam_he[-1]:.3f}"
+assert lam_bad[-1] / lam_he[-1] > 100, f"the 10x network should be 100x sharper: {lam_bad[-1] / lam_he[-1]:.0f}x"
+for name, lams, value in (("x10 + BatchNorm", lam_bn10, -2.824), ("He + BatchNorm", lam_bn, -1.919)):
+    assert abs(lams[-1] / value - 1) < 2e-3, f"{name}: expected lambda {value}, got {lams[-1]:.4f}"
+    assert abs(lams[-1] / lams[-2] - 1) < 1e-3, f"{name}: power iteration should have settled, got {lams[-2:]}"
+
+# %% [markdown]
+# Now the two recipes, each on the five seeds (a seed sets the initial weights and the order of the batches).
+# The dashboards below show the mean over the seeds as a line and their range (min to max) as a band.
+
+# %%
+stable = train_seeds(stable_model, data, stable_train)
+unstable = train_seeds(unstable_model, data, unstable_train)
+stable_acc = stable.evaluate(data.x_test, data.y_test)
+unstable_acc = unstable.evaluate(data.x_test, data.y_test)
+
+# %%
+plot_history(stable, "stabilized recipe")
+
+# %%
+plot_history(unstable, "unstable recipe")
+
+# %% tags=["nbval-ignore-output"]
+dead = np.array([activation_stats(m, data.x_train[:256]).dead_fraction for m in unstable.models])
+clipped_steps = stable.stacked("clipped").sum(axis=1).astype(int)
+print(f"test accuracy, mean over seeds {SEEDS}:")
+print(f"  stabilized: {mean_range(stable_acc)}; {stable.summary()}")
+print(f"  unstable:   {mean_range(unstable_acc)}; {unstable.summary()}")
+print("stabilized, steps (of 150) where clipping changed the gradient, per seed:", clipped_steps)
+print("unstable, gradient norm at steps 0-2 (one row per seed):")
+print(np.array2string(unstable.stacked("grad_norm")[:, :3], precision=2))
+print("unstable, largest loss per seed:", np.array2string(np.nanmax(unstable.stacked("loss"), axis=1), precision=2))
+print("unstable, fraction of dead units in conv0 per seed after training:", dead[:, 0])
+
+# %% [markdown]
+# The stabilized recipe reaches 98.6% test accuracy on average over the five seeds. The unstable one diverges
+# on every seed, though **not to NaN**. On seed 0 the gradient norm goes 6.3e3 -> 1.0e6 -> 1.1e8 in three
+# steps; on every seed the very first gradient, computed before any update, is already between 2.2e3 and
+# 6.9e3, and the gradient norm and the loss both pass $10^6$. Then an update pushes every unit of the first
+# convolution below zero for every input: on every seed the network ends dead. It outputs the same logits
+# for every image, its training loss sits at $\ln 10 = 2.30$, the convolutions' gradients are exactly 0 for
+# the whole second half of the run, and its test accuracy is that of always answering one class (at most
+# 11.7%, the share of the most frequent digit in the test set). Here no number became non-finite on any
+# seed, so `History.diverged_at` stays `None` and `SeedRuns.diverged` is empty: a NaN check alone would not
+# catch this divergence. Watch the gradient norm and the loss.
+#
+# One more number for the ablation: in the stabilized runs, clipping changed the gradient on only a handful
+# of the 150 steps of each seed (see the printout above).
+
+# %% jupyter={"source_hidden": true}
+# Checks: the stabilized recipe trains on every seed; the unstable one explodes on every seed.
+first3, grads = unstable.stacked("grad_norm")[:, :3], unstable.stacked("grad_norm")
+assert stable_acc.min() > 0.95, f"stabilized: every seed should pass 95%, worst {stable_acc.min():.1%}"
+assert abs(stable_acc.mean() - 0.986) < 0.015, f"stabilized: mean should be 98.6% +- 1.5, got {stable_acc.mean():.1%}"
+assert clipped_steps.max() <= 15, f"clipping should act on a handful of steps per seed, got {clipped_steps}"
+assert np.allclose(first3[0], [6.3e3, 1.0e6, 1.1e8], rtol=0.05), f"seed 0's first gradient norms: {first3[0]}"
+assert abs(first3[:, 0].min() / 2198 - 1) < 1e-3 and abs(first3[:, 0].max() / 6944 - 1) < 1e-3, (
+    f"the first gradients (before any update) should span 2198-6944, got {first3[:, 0]}"
+)
+assert np.all(np.nanmax(grads, 1) > 1e6), f"the gradient norm should pass 1e6 on every seed: {np.nanmax(grads, 1)}"
+assert np.all(np.nanmax(unstable.stacked("loss"), 1) > 1e6), "the loss should pass 1e6 on every seed"
+
+# %% jupyter={"source_hidden": true}
+# Checks: the unstable network dies (conv0 off for every input, loss ln 10, chance accuracy) with finite numbers.
+finite = [i for i, h in enumerate(unstable.histories) if h.diverged_at is None]
+most_common = np.bincount(data.y_test).max() / len(data.y_test)  # the best a constant answer can score
+assert abs(most_common - 0.117) < 5e-4, f"the most frequent test digit should make up 11.7%, got {most_common:.2%}"
+assert len(finite) >= 3, f"most seeds should die with every number finite; non-finite: seeds {unstable.diverged}"
+assert np.all(dead[finite, 0] == 1.0), f"conv0 should be entirely dead on every seed, got {dead[:, 0]}"
+assert np.all(unstable.stacked("layer_grad_norms")[finite, 75:, :3] == 0), "conv gradients should be 0 in the 2nd half"
+assert np.all(np.abs(unstable.final_loss[finite] - math.log(10)) < 0.05), f"final losses {unstable.final_loss}"
+assert np.all(unstable_acc[finite] <= most_common), f"chance level is at most {most_common:.1%}, got {unstable_acc}"
 
 # %%
 fig = compare_histories({"stabilized": stable, "unstable": unstable}, title="Same CNN, same lr 0.1: five fixes apart")
@@ -270,129 +416,144 @@ plt.show()
 # 20), and fall below it for $s \le 1$, where the softmax is far from saturated. From `init_scale` 0.3 to 20
 # the gradient grows by a factor of 8.2e6 without BatchNorm and 4.9 with it.
 
-# %%
-assert abs(slope - 3) < 0.05
-assert np.allclose(measured[False][2:], predicted[2:], rtol=0.01) and np.all(measured[False][:2] < predicted[:2])
+# %% jupyter={"source_hidden": true}
+# Checks: s^3 growth without BatchNorm, near independence with it (at initialisation: exact up to rounding).
 spread = {bn: measured[bn][-1] / measured[bn][0] for bn in (False, True)}
-assert abs(spread[False] / 8.2e6 - 1) < 0.02 and abs(spread[True] - 4.9) < 0.05
+assert abs(slope - 3) < 0.01, f"slope between s=5 and 20 should be 3, got {slope:.4f}"
+assert np.allclose(measured[False][2:], predicted[2:], rtol=0.01), "from s=2 on the points should sit on s^3"
+assert np.all(measured[False][:2] < predicted[:2]), "below s=2 the points should fall under the s^3 line"
+assert abs(spread[False] / 8.2e6 - 1) < 0.01, f"growth without BatchNorm should be 8.2e6, got {spread[False]:.3g}"
+assert abs(spread[True] / 4.9 - 1) < 0.01, f"growth with BatchNorm should be 4.9, got {spread[True]:.3f}"
 
 # %% [markdown]
-# ## 4 · Ablation: which fix does the work?
+# ## 4 · Ablation: can one fix do the work?
 #
-# Each row trains the CNN for 150 steps at `lr=0.1`. Top: the stabilized recipe minus one fix ("no He init"
-# means `init_scale=10`). Bottom: the unstable recipe plus one fix.
+# Each row adds one fix to the unstable recipe and trains the CNN at `lr=0.1` on the five seeds, for 150
+# steps; the two full recipes are section 2's runs. One row stops early: *with warmup only* runs just the 50
+# steps of its warmup, by the end of which the network is dead on every seed. Weight decay has no row:
+# section 1 showed that it cannot stop an explosion at any strength.
+#
+# Five seeds make each row several times as costly as one run, so to keep the notebook within a minute it
+# leaves out the other half of a classic ablation, the working recipe minus one fix. What we measured above
+# already predicts three of those rows:
+#
+# - *without clipping*: clipping changed the gradient on only a handful of steps of the stabilized runs, so
+#   without it the computation is the same on almost every step;
+# - *without warmup*: warmup guards against a learning rate beyond the edge, and the stabilized network
+#   starts more than ten times inside it;
+# - *without weight decay*: at this strength, decay moves the kernels by less than 1% in 150 steps.
+#
+# Removing He init or BatchNorm from the working recipe is left to the panel of section 6 (one seed).
+
+# %% tags=["nbval-ignore-output"]
+ADD_ONE = {
+    "He init": (unstable_model.replace(init_scale=1.0), unstable_train),
+    "BatchNorm": (unstable_model.replace(batchnorm=True), unstable_train),
+    "clipping": (unstable_model, unstable_train.replace(clip_norm=1.0)),
+    "warmup": (unstable_model, unstable_train.replace(warmup_steps=50, steps=50)),  # dead by then: stop there
+}
+ablation = {"all five fixes": stable, "no fix (unstable)": unstable}
+for fix, (model, config) in ADD_ONE.items():
+    steps = "" if config.steps == STEPS else f" ({config.steps} steps)"
+    ablation[f"with {fix} only{steps}"] = train_seeds(model, data, config)
+
+acc = {name: runs.evaluate(data.x_test, data.y_test) for name, runs in ablation.items()}
+max_grad = {name: np.nanmax(runs.stacked("grad_norm"), axis=1) for name, runs in ablation.items()}
+warm = ablation["with warmup only (50 steps)"]
+warm_dead = np.array([activation_stats(m, data.x_train[:256]).dead_fraction[-1] for m in warm.models])
+print(f"{'recipe':29}{'test accuracy':>34}{'final training loss':>34}{'largest ||grad||':>20}")
+for name, runs in ablation.items():
+    grads = f"{max_grad[name].min():.2g} to {max_grad[name].max():.2g}"
+    print(f"{name:29}{mean_range(acc[name]):>34}{mean_range(runs.final_loss, '{:.2f}'):>34}{grads:>20}")
+print("seeds with a non-finite number:", {name: r.diverged for name, r in ablation.items() if r.diverged})
+print("with warmup only: fraction of dead units in the last convolution, per seed:", warm_dead)
 
 # %%
-FIXES = {
-    "He init": (lambda m: m.replace(init_scale=1.0), lambda m: m.replace(init_scale=10.0)),
-    "BatchNorm": (lambda m: m.replace(batchnorm=True), lambda m: m.replace(batchnorm=False)),
-    "clipping": (lambda c: c.replace(clip_norm=1.0), lambda c: c.replace(clip_norm=None)),
-    "weight decay": (lambda c: c.replace(weight_decay=5e-4), lambda c: c.replace(weight_decay=0.0)),
-    "warmup": (lambda c: c.replace(warmup_steps=50), lambda c: c.replace(warmup_steps=0)),
-}
-ON_MODEL = ("He init", "BatchNorm")
-
-
-def variant(model, config, fix, add):
-    change = FIXES[fix][0 if add else 1]
-    return (change(model), config) if fix in ON_MODEL else (model, change(config))
-
-
-def run(model, config):
-    net = model.build(data.image_shape)
-    h = train(net, data, config)
-    return {
-        "acc": evaluate(net, data.x_test, data.y_test),
-        "max_grad": float(np.nanmax(h.grad_norm)),
-        "final_loss": float(h.loss[-1]),
-        "diverged_at": h.diverged_at,
-    }
-
-
-ablation = {
-    "all five fixes": {
-        "acc": stable_acc,
-        "max_grad": float(stable.grad_norm.max()),
-        "final_loss": float(stable.loss[-1]),
-        "diverged_at": stable.diverged_at,
-    }
-}
-for fix in FIXES:
-    ablation[f"  without {fix}"] = run(*variant(stable_model, stable_train, fix, add=False))
-ablation["no fix (unstable)"] = {
-    "acc": unstable_acc,
-    "max_grad": float(unstable.grad_norm.max()),
-    "final_loss": float(unstable.loss[-1]),
-    "diverged_at": unstable.diverged_at,
-}
-for fix in FIXES:
-    ablation[f"  with {fix} only"] = run(*variant(unstable_model, unstable_train, fix, add=True))
-
-print(f"{'recipe':26}{'test acc':>9}{'final loss':>12}{'max ||grad||':>14}  non-finite at")
-for name, r in ablation.items():
-    nonfinite = "never" if r["diverged_at"] is None else f"step {r['diverged_at']}"
-    print(f"{name:26}{r['acc']:9.1%}{r['final_loss']:12.3g}{r['max_grad']:14.3g}  {nonfinite}")
-
-# %%
-fig, (ax_acc, ax_grad) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
-names = list(ablation)[::-1]
+fig, (ax_acc, ax_grad) = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True, layout="constrained")
+names = list(acc)[::-1]
 rows = np.arange(len(names))
-bar_colors = [COLORS["measured"] if "without" in n or n.startswith("all") else COLORS["grad_norm"] for n in names]
-ax_acc.barh(rows, [ablation[n]["acc"] for n in names], color=bar_colors)
-ax_acc.axvline(0.97, ls="--", color=COLORS["theory"], label="97% target")
-ax_acc.set(yticks=rows, yticklabels=[n.strip() for n in names], xlim=(0, 1), xlabel="test accuracy after 150 steps")
-ax_acc.set_title("test accuracy")
-ax_acc.legend(fontsize=8, loc="lower right")
-ax_grad.barh(rows, [ablation[n]["max_grad"] for n in names], color=bar_colors)
-ax_grad.set(xscale="log", xlabel="max gradient norm during training (log scale)")
-ax_grad.set_title("largest gradient norm")
-fig.suptitle("Ablation, lr 0.1, 150 steps: blue = stabilized minus one fix, orange = unstable plus one fix")
+bar_colors = [COLORS["measured"] if n.startswith("all") else COLORS["grad_norm"] for n in names]
+for ax, values in ((ax_acc, acc), (ax_grad, max_grad)):
+    ax.barh(rows, [np.mean(values[n]) for n in names], color=bar_colors, alpha=0.5)
+    for row, n in zip(rows, names, strict=True):
+        dots = ax.plot(values[n], np.full(len(values[n]), row), "o", ms=3.5, color="black", label="one seed")
+ax_acc.axvline(0.97, ls="--", color=COLORS["theory"], label="97%")
+ax_acc.set(yticks=rows, yticklabels=names, xlim=(0, 1), xlabel="test accuracy at the end of training")
+ax_acc.set_title("test accuracy (bar: mean of 5 seeds)")
+ax_acc.legend(handles=[dots[0], ax_acc.lines[-1]], fontsize=8, loc="lower center")
+ax_grad.set(xscale="log", xlabel="largest gradient norm during training (log scale)")
+ax_grad.set_title("largest gradient norm (bar: mean of 5 seeds)")
+fig.suptitle("Ablation at lr 0.1, 5 seeds: blue = the full recipe, orange = the unstable recipe plus one fix")
 plt.show()
 
 # %% [markdown]
-# **Removing one fix** from the working recipe (98.6%): without BatchNorm 86.1%, without He init 94.7%;
-# without clipping, weight decay or warmup the accuracy stays within 1 point (98.6%, 98.3%, 98.9%), and the
-# gradient norm never exceeds 1.5 (the clipping threshold is 1), so at this learning rate clipping has little
-# to clip. BatchNorm does most of the work, He init the rest: with both, the other three fixes are insurance.
+# No single fix recovers the full recipe (98.6% on average). **BatchNorm alone** comes closest, 96.3% on
+# average, about two points below. On these five seeds even its best seed stays below the full recipe's worst,
+# but by less than a point, so on another machine the two ranges may touch. **He init alone** reaches 93.1%
+# on average, over a range that here overlaps BatchNorm's: five seeds do not rank these two. Both outcomes
+# match the sharpness of section 2: each of the two brings the curvature at the start well inside the edge.
 #
-# **Adding one fix** to the unstable recipe: BatchNorm alone reaches 97.2%, above the 97% line and only
-# 1.4 points below the full recipe: on its own it almost rescues the 10x network. He init alone reaches 87.7%,
-# clipping alone 83.8% (it stops the explosion but the 10x network learns slowly), weight decay alone and
-# warmup alone nothing: the network dies exactly as without them. No other single fix comes within 10 points
-# of the full recipe. None of the 12 runs ever produced a NaN or Inf.
+# **Clipping alone** stops the explosion (the largest gradient norm is a few thousand, the size of the very
+# first gradient, instead of passing $10^6$), and the network trains, to 87.5% on average. But clipping changes
+# the steps, not the network: it started more than 100 times sharper than the He network, with logits $10^4$
+# times too large, and its training loss ends *above* $\ln 10$ on average although most images come out
+# right, so it is very confident about the ones it gets wrong.
+#
+# **With warmup alone** the network is dead on every seed by the end of the warmup, as in the unstable recipe
+# (here it is the last convolution whose units are all off, for every image): the output no longer depends on
+# the input. The sharpness says why warmup cannot help: its first step, at `lr` 0.002, may be inside the 10x
+# network's edge (at most $3.8/1380 = 0.0028$), but its second, at 0.004, is beyond it.
 
-# %%
-acc = {name.strip(): r["acc"] for name, r in ablation.items()}
-assert abs(acc["without BatchNorm"] - 0.861) < 0.006 and abs(acc["without He init"] - 0.947) < 0.006
-for fix, value in (("clipping", 0.986), ("weight decay", 0.983), ("warmup", 0.989)):
-    assert abs(acc[f"without {fix}"] - value) < 0.006 and abs(acc[f"without {fix}"] - stable_acc) < 0.01
-assert max(ablation[f"  without {fix}"]["max_grad"] for fix in ("clipping", "weight decay", "warmup")) < 1.5
-assert abs(acc["with BatchNorm only"] - 0.972) < 0.006 and abs(acc["with He init only"] - 0.877) < 0.006
-assert acc["with BatchNorm only"] > 0.97 and abs(stable_acc - acc["with BatchNorm only"] - 0.014) < 0.003
-assert abs(acc["with clipping only"] - 0.838) < 0.006
-assert acc["with weight decay only"] < 0.15 and acc["with warmup only"] < 0.15
-assert max(acc[f"with {fix} only"] for fix in FIXES if fix != "BatchNorm") < stable_acc - 0.1
-assert all(r["diverged_at"] is None for r in ablation.values())
+# %% jupyter={"source_hidden": true}
+# Checks: each mean within its row's min-max range over the seeds (or 2 points); the orderings the seeds support.
+mean = {name: values.mean() for name, values in acc.items()}
+expected = {
+    "with He init only": (0.931, 0.075),
+    "with BatchNorm only": (0.963, 0.02),
+    "with clipping only": (0.875, 0.07),
+}
+for name, (value, margin) in expected.items():
+    assert abs(mean[name] - value) < margin, f"{name}: mean {mean[name]:.1%}, expected {value:.1%} +- {margin:.0%}"
+    assert mean[name] < mean["all five fixes"], f"{name} ({mean[name]:.1%}) should stay below the full recipe"
+gap = mean["all five fixes"] - mean["with BatchNorm only"]
+assert gap > 0.005, f"BatchNorm alone should stay below the full recipe on average, by {gap:.1%} here"
+calm = max(max_grad["with He init only"].max(), max_grad["with BatchNorm only"].max())
+assert calm < 100, (
+    f"He init or BatchNorm alone should keep every gradient norm far from exploding, got up to {calm:.3g}"
+)
+
+# %% jupyter={"source_hidden": true}
+# Checks: clipping alone trains but stays overconfident; warmup alone dies, its second step beyond the edge.
+clip_loss = ablation["with clipping only"].final_loss
+warm_acc, edge = acc["with warmup only (50 steps)"], 3.8 / lam_bad[-1]  # the 10x network's edge is at most this
+assert acc["with clipping only"].min() > 0.5, f"clipping alone should train on every seed: {acc['with clipping only']}"
+assert max_grad["with clipping only"].max() < 1e5, f"clipping only: largest gradient {max_grad['with clipping only']}"
+assert clip_loss.mean() > math.log(10), f"clipping only: mean final loss {clip_loss.mean():.2f} should exceed ln 10"
+assert np.sum(warm_acc <= most_common) >= 4, f"warmup only: (nearly) every seed should be at chance, got {warm_acc}"
+assert np.sum(warm_dead == 1.0) >= 4, f"warmup only: the last convolution should be dead on every seed: {warm_dead}"
+assert lr / warmup_steps < edge < 2 * lr / warmup_steps, f"warmup's 2nd step should pass the edge ({edge:.4f})"
 
 # %% [markdown]
 # ## 5 · The Keras example, done right
 #
-# The example in `claims-to-correct.md` meant to train a CNN with batch normalization on 28x28x1 images:
-# batch size 32, learning rate 0.001, Adam, a validation split of 0.2, 100 epochs. What it did instead, and
-# what the code below does:
+# A widely copied blog post on avoiding exploding gradients ends with a TensorFlow/Keras snippet meant to
+# train a CNN with batch normalization on 28x28x1 images: batch size 32, learning rate 0.001, Adam, a
+# validation split of 0.2, 100 epochs. The snippet does not run, and would not do what it says if it did:
 #
 # | the snippet | done right |
 # |---|---|
 # | passes an `Input` and a `Dense` layer object to `fit` as data and labels | passes image arrays and integer labels |
-# | two Dense layers, no convolution | three 3x3 convolutions, global average pooling, a linear head |
-# | calls `tf.nn.batch_normalization()` with no arguments, then assigns to a layer's read-only `output` after training | BatchNorm is a layer inside every block, from the start, with train/eval modes (notebook 06) |
-# | compiles after the first `fit` | the optimizer exists before the first step |
-# | `binary_crossentropy` with one output unit | 10 logits and the softmax cross-entropy |
+# | its "CNN" is two Dense layers, with no convolution | three 3x3 convolutions, global average pooling, a linear head |
+# | calls `tf.nn.batch_normalization()` with no arguments, then, after training, assigns to a Keras layer's `output`, which is read-only | BatchNorm is a layer inside every block, from the start, with train/eval modes (notebook 06) |
+# | compiles the model after the first `fit` | the optimizer exists before the first step |
+# | `binary_crossentropy` with one output unit, for a 10-class problem | 10 logits and the softmax cross-entropy |
 #
-# MNIST itself is used when its files are already in the local cache (`load_mnist(download=False)` never
-# downloads); otherwise, as on CI and in the stored outputs, the 8x8 digits stand in for it.
+# Below, the same hyperparameters (Adam, `lr=1e-3`, batches of 32, 20% held out), for 5 epochs instead of 100,
+# in one run: this section compares no recipes, it only shows that the example's recipe, written correctly,
+# trains. MNIST itself is used when its files are already in the local cache (`load_mnist(download=False)`
+# never downloads); otherwise, as on CI and in the stored outputs, the 8x8 digits stand in for it.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 try:
     images = load_mnist(download=False)
     source = "MNIST (28x28x1) from the local cache"
@@ -403,33 +564,41 @@ print("data:", source)
 
 n_fit = int(0.8 * len(images.x_train))  # validation split 0.2, as in the example
 split = Dataset(images.x_train[:n_fit], images.y_train[:n_fit], images.x_train[n_fit:], images.y_train[n_fit:], 10)
-epochs = 10 if images is data else 1  # the example's 100 epochs do not fit a 60 s notebook
-keras_train = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, steps=epochs * (n_fit // 32))
+epochs = 5 if images is data else 1  # the example's 100 epochs do not fit a notebook that runs in a minute
+steps = epochs * (n_fit // 32)
+keras_train = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, steps=steps)
 keras_net = stable_model.build(images.image_shape)
 keras_history = train(keras_net, split, keras_train)
 val_acc = evaluate(keras_net, split.x_test, split.y_test)
 test_acc = evaluate(keras_net, images.x_test, images.y_test)
-print(f"{epochs} epochs = {keras_train.steps} steps of batch 32: {keras_history.summary()}")
+print(f"{epochs} epochs = {steps} steps of batch 32: {keras_history.summary()}")
 print(f"validation accuracy {val_acc:.1%}, test accuracy {test_acc:.1%}")
 
 # %% [markdown]
-# On the digits (the stored run): 98.3% on the held-out 20% and 98.6% on the test set after 10 epochs.
-# With Adam at `lr=1e-3` nothing here is near an explosion (largest gradient norm 1.2): the example's
-# recipe was a safe one; only its code was broken.
+# On the digits (the stored run): about 98% of the test images and 97% of the held-out 20% right after 5
+# epochs (one run: other seeds land a point or so away). With Adam at `lr=1e-3` nothing here comes near an
+# explosion: the gradient norm stays below 2. The example's recipe was a safe one; only its code was broken.
 
-# %%
+# %% jupyter={"source_hidden": true}
+# Checks: the example's recipe, done right, trains (margins of a few points: this is one run), far from exploding.
 if images is data:
-    assert abs(val_acc - 0.983) < 0.006 and abs(test_acc - 0.986) < 0.006
-    assert abs(keras_history.grad_norm.max() - 1.19) < 0.02
+    assert test_acc > 0.95, f"test accuracy should be about 98% (at least 95%), got {test_acc:.1%}"
+    assert val_acc > 0.94, f"validation accuracy should be about 97% (at least 94%), got {val_acc:.1%}"
 else:
-    assert test_acc > 0.9  # MNIST: a different data set, no stored number to compare with
+    assert test_acc > 0.9, f"MNIST: the test accuracy should pass 90%, got {test_acc:.1%}"
+assert keras_history.grad_norm.max() < 2, (
+    f"the gradient norm should stay below 2, got {keras_history.grad_norm.max():.2f}"
+)
 
 # %% [markdown]
 # ## 6 · Explore
 #
-# Every switch of the recipe, on the same CNN. Try: turn off BatchNorm and set `init_scale` to 3, then add
-# clipping; raise `lr` to 1 with and without warmup; turn off everything, then add one fix at a time. The
-# heat map shows which layers' gradients explode first.
+# Every switch of the recipe, on the same CNN (one seed: a difference of a point or two between two settings
+# is within the seed-to-seed spread of section 4). Try: turn off BatchNorm and set `init_scale` to 3, then add
+# clipping; raise `lr` to 1 with and without warmup; turn off everything, then add one fix at a time; run the
+# rows the ablation left out: the stabilized recipe without He init (`init_scale` 10), without BatchNorm,
+# without clipping, warmup or weight decay.
+# The heat map shows which layers' gradients explode first.
 
 # %% tags=["nbval-ignore-output"]
 recipe = panel(
@@ -479,36 +648,47 @@ ok = ex.check_gradient_factor(answer, init_scale=10.0, weight_layers=4)
 # - A bias-free ReLU network is homogeneous: scaling every kernel by $s$ scales the logits by $s^{\text{depth}}$
 #   and the gradient by $s^{\text{depth}-1}$. In the hand-made CNN a 10x initial scale meant a first SGD step
 #   3.5x the size of all the weights.
-# - Divergence is not always a NaN. Here it was a gradient explosion (1e8 in 3 steps) followed by a dead network
-#   (every ReLU of the first layer off, loss $\ln 10$, chance accuracy) with every number finite. Monitor the
-#   gradient norm and the loss, not only `isfinite`.
-# - In the ablation, BatchNorm and He init did the work at `lr=0.1`; clipping, weight decay and warmup changed
-#   the accuracy by at most 1 point once those two were in place. Alone, BatchNorm came within 1.4 points of
-#   the full recipe; every other single fix fell short by 10 points or more.
-#   Fixes overlap: measure which one your setting needs instead of stacking them on faith.
+# - A learning rate is large or small only for a given network: compare it with the edge
+#   $2(1+\beta)/\lambda_{\max}$ of momentum $\beta$. The same `lr=0.1` was more than ten times inside it for
+#   the stabilized network and at least 36 times beyond it for the 10x one.
+# - Divergence is not always a NaN. The unstable recipe exploded (the gradient norm passed $10^6$), then died
+#   (every ReLU of the first layer off, loss $\ln 10$, chance accuracy) on every seed, with every number
+#   finite. Monitor the gradient norm and the loss, not only `isfinite`.
+# - No single fix recovered the full recipe. BatchNorm and He init, the two that fix the network's curvature,
+#   each did most of the work alone; clipping alone stopped the explosion but left a slow, overconfident
+#   network; warmup alone could not save a network whose edge it crosses at its second step. In the working
+#   recipe, clipping acted on a handful of steps and decay could barely act at all: fixes overlap, so measure
+#   which one your setting needs instead of stacking them on faith.
+# - A claim about training runs needs several seeds. Over five seeds, BatchNorm alone and He init alone
+#   overlap: a single run would have ranked them by chance.
 #
 # ## Claim vs measurement
 #
-# > "With BN, a CNN for image classification can reach very good performance."
+# The blog post with the Keras example of section 5 makes three claims that this notebook measured.
 #
-# True here, and BN matters: the CNN with BatchNorm reaches 98.6% (SGD, `lr=0.1`, 150 steps) and 98.6% (the
-# example's Adam recipe, 10 epochs); without BatchNorm, at the same `lr=0.1`, 86.1%.
+# **The claim:** with batch normalization, a CNN for image classification reaches very good performance.
+# **Measured:** true here, and BatchNorm matters. On five seeds, the CNN with all five fixes reached 98.6% on
+# average (SGD, `lr=0.1`, 150 steps), and about 98% in one run of the example's own Adam recipe after 5
+# epochs. Added alone to the failing recipe, BatchNorm took it from chance to 96.3% on average, the most of
+# any single fix (though over five seeds He init alone overlaps it).
 #
-# > "Use Batch Normalization: normalizing each neuron's input prevents vanishing or exploding gradients."
+# **The claim:** normalizing every neuron's input with BatchNorm prevents vanishing and exploding gradients.
+# **Measured:** half true. BatchNorm made the initial gradient nearly independent of the weights' scale (a
+# factor 4.9 across `init_scale` 0.3 to 20, against 8.2e6 without it) and kept the curvature low for the
+# network whose initial scale was 10x too large, which is what rescued that initialisation. It does not bound
+# the gradient in general: notebook 06 shows BatchNorm *causing* the gradient to grow with depth in a deep
+# plain network.
 #
-# BatchNorm made the initial gradient nearly independent of the weights' scale (a factor 4.9 across
-# `init_scale` 0.3 to 20, against 8.2e6 without it), which is what rescued the 10x initialisation. It
-# does not bound the gradient in general: notebook 06 shows BatchNorm *causing* the gradient to grow with
-# depth in a deep plain network.
-#
-# > "Use regularization to prevent the model from overfitting" (listed as a technique against explosion).
-#
-# Weight decay did nothing against the explosion: added alone to the unstable recipe, the network died
-# exactly as without it (chance accuracy); removed from the stabilized recipe, the largest gradient norm and
-# the accuracy barely moved. Regularization is about generalization, not stability.
+# **The claim:** regularization, a technique against overfitting, also helps against exploding gradients.
+# **Measured:** not against explosion. Weight decay's step is proportional to the weights, not to the
+# gradient: at this recipe's strength it was nearly 70,000 times smaller than the hand-made 10x network's first
+# gradient step, and even the strongest decay that makes sense could not offset a step 3.5 times the size of
+# all the weights. With BatchNorm after the kernels, decay is mostly a control of the effective learning rate;
+# without normalization, a regularizer. In neither role does it cure exploding gradients.
 #
 # **References.** He et al. (2015), *Delving deep into rectifiers*. Ioffe & Szegedy (2015), *Batch
 # normalization*. Pascanu, Mikolov & Bengio (2013), *On the difficulty of training recurrent neural networks*.
 # Loshchilov & Hutter (2019), *Decoupled weight decay regularization*. Goyal et al. (2017), *Accurate, large
-# minibatch SGD: training ImageNet in 1 hour*. LeCun et al. (1998), *Gradient-based learning applied to
-# document recognition* (MNIST).
+# minibatch SGD: training ImageNet in 1 hour*. van Laarhoven (2017), *L2 regularization versus batch and
+# weight normalization*. Pearlmutter (1994), *Fast exact multiplication by the Hessian*. LeCun et al. (1998),
+# *Gradient-based learning applied to document recognition* (MNIST).
