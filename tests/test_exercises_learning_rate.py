@@ -87,6 +87,8 @@ def test_hvp_unanswered_body(capsys):
     assert ex.check_hvp(hvp) is False
     assert "Not answered yet" in _said(capsys)
     assert ex.check_hvp(...) is False
+    assert "Not answered yet" in _said(capsys)
+    assert ex.check_hvp(3.0) is False
     assert "Pass your function" in _said(capsys)
 
 

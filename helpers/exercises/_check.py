@@ -12,10 +12,22 @@ def unanswered(answer) -> bool:
     return answer is ... or answer is None
 
 
-def report(ok: bool, success: str, hint: str) -> bool:
-    """Print the verdict: the success message, or what is wrong plus a hint (never the answer)."""
-    print(f"Correct. {success}" if ok else f"Not yet. {hint}")
-    return ok
+def not_answered() -> bool:
+    """The exercise cell still holds its placeholder: say so, and nothing else."""
+    print(NOT_ANSWERED)
+    return False
+
+
+def correct(why: str) -> bool:
+    """The answer is right: say so, and why it is."""
+    print(f"Correct. {why}")
+    return True
+
+
+def not_yet(hint: str) -> bool:
+    """The answer is wrong: what is wrong, and a hint towards the reasoning (never the answer itself)."""
+    print(f"Not yet. {hint}")
+    return False
 
 
 def close(value, target: float, rel: float) -> bool:

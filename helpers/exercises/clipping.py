@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, unanswered
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -54,22 +54,21 @@ def _call(fn, tree, max_norm):
 
 def check_clip_by_global_norm(fn) -> bool:
     """Exercise 1: `fn(grads, max_norm)` must scale the whole pytree by min(1, max_norm / global norm)."""
+    if unanswered(fn):
+        return not_answered()
     large, small = _test_trees()
     out, error = _call(fn, large, 1.0)
     if error:
-        return report(False, "", error)
+        return not_yet(error)
     if out is None or out is ...:
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if not _same_structure(out, large):
-        return report(
-            False,
-            "",
+        return not_yet(
             "Return a pytree with the same structure and array shapes as `grads` (jax.tree.map helps), "
-            "not one flattened vector or a number.",
+            "not one flattened vector or a number."
         )
     if not all(np.all(np.isfinite(g)) for g in _leaves(out)):
-        return report(False, "", "Your result contains NaN or Inf: check the division by the norm.")
+        return not_yet("Your result contains NaN or Inf: check the division by the norm.")
     leaf_cosines = [
         float(np.sum(u * v) / (np.linalg.norm(u) * np.linalg.norm(v)))
         for u, v in zip(_leaves(out), _leaves(large), strict=True)
@@ -87,43 +86,36 @@ def check_clip_by_global_norm(fn) -> bool:
                 "The direction changed inside an array: clipping each entry separately (by value) does that. "
                 "Multiply every array by one and the same scalar."
             )
-        return report(False, "", hint)
+        return not_yet(hint)
     if abs(_norm(out) - 1.0) > 1e-3:
-        return report(
-            False,
-            "",
+        return not_yet(
             f"A gradient with global norm {_norm(large):.3g} clipped to max_norm = 1 should have norm 1 "
-            f"afterwards, but yours has {_norm(out):.4g}. Which scalar makes the norm exactly max_norm?",
+            f"afterwards, but yours has {_norm(out):.4g}. Which scalar makes the norm exactly max_norm?"
         )
     kept, error = _call(fn, small, 1.0)
     if error:
-        return report(False, "", error)
+        return not_yet(error)
     if not _same_structure(kept, small) or abs(_norm(kept) - _norm(small)) > 1e-5:
-        return report(
-            False,
-            "",
+        return not_yet(
             f"A gradient whose norm ({_norm(small):.2g}) is already below max_norm must come back "
-            "unchanged: the scale factor is never larger than 1.",
+            "unchanged: the scale factor is never larger than 1."
         )
     zeros, error = _call(fn, jax.tree.map(jnp.zeros_like, small), 1.0)
     if error or not _same_structure(zeros, small) or any(np.any(g != 0) for g in _leaves(zeros)):
-        return report(False, "", "An all-zero gradient must come back as zeros, not NaN: avoid dividing 0 by 0.")
-    return report(
-        True,
+        return not_yet("An all-zero gradient must come back as zeros, not NaN: avoid dividing 0 by 0.")
+    return correct(
         "The whole gradient is scaled by one factor, min(1, max_norm / ||g||): direction kept, norm capped. "
-        "Compare your function with optax.clip_by_global_norm on `grads`.",
-        "",
+        "Compare your function with optax.clip_by_global_norm on `grads`."
     )
 
 
 def check_update_length(answer, lr: float, clip_norm: float, grad_norm: float) -> bool:
     """Exercise 2: the L2 norm of the SGD update lr * clip(g) when ||g|| = grad_norm."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     target = lr * min(clip_norm, grad_norm)
     if close(answer, target, 1e-3):
-        return report(True, "||update|| = lr * min(||g||, clip_norm): clipping caps the length of every step.", "")
+        return correct("||update|| = lr * min(||g||, clip_norm): clipping caps the length of every step.")
     if close(answer, lr * grad_norm, 1e-3):
         hint = "That is the length of the step *without* clipping. What norm does the gradient have after clipping?"
     elif close(answer, min(clip_norm, grad_norm), 1e-3):
@@ -132,27 +124,24 @@ def check_update_length(answer, lr: float, clip_norm: float, grad_norm: float) -
         hint = "That is a scale factor, not a length. Start from the norm the clipped gradient has."
     else:
         hint = "SGD's update is -lr * (clipped gradient). Write down the norm of the clipped gradient first."
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_half_clipped_threshold(answer, grad_norms) -> bool:
     """Exercise 3: the clip_norm that would have clipped half of the recorded (unclipped) steps."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     norms = np.asarray(grad_norms, dtype=float)
     norms = norms[np.isfinite(norms)]
     target = float(np.median(norms))
     try:
         value = float(answer)
     except (TypeError, ValueError):
-        return report(False, "", "Give one number: a clip_norm threshold.")
+        return not_yet("Give one number: a clip_norm threshold.")
     if close(value, target, 0.02):
-        return report(
-            True,
+        return correct(
             "Half of the recorded steps lie above it. The tuning playbook calls clipping more than half of "
-            "the steps 'extremely aggressive': then lowering lr is the cleaner knob.",
-            "",
+            "the steps 'extremely aggressive': then lowering lr is the cleaner knob."
         )
     fraction = float(np.mean(norms > value))
     if close(value, float(np.mean(norms)), 0.02):
@@ -167,4 +156,4 @@ def check_half_clipped_threshold(answer, grad_norms) -> bool:
             f"That threshold would clip {fraction:.0%} of the recorded steps, not 50%. "
             "Which statistic of the recorded norms has half the values above it?"
         )
-    return report(False, "", hint)
+    return not_yet(hint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, unanswered
 
 
 def _logits_and_labels(seed: int = 0):
@@ -22,30 +22,28 @@ def _log_softmax(z):
 def check_loss(fn) -> bool:
     """`fn(logits, labels)`: mean softmax cross-entropy for (batch, classes) logits and integer labels."""
     if unanswered(fn):
-        return report(False, "", NOT_ANSWERED)
+        return not_answered()
     if not callable(fn):
-        return report(False, "", "Write a function `def loss_fn(logits, labels): ...` and pass it.")
+        return not_yet("Write a function `def loss_fn(logits, labels): ...` and pass it.")
     logits, labels = _logits_and_labels()
     try:
         value = fn(logits, labels)
     except Exception as error:  # noqa: BLE001 - the student's code may raise anything
-        return report(
-            False,
-            "",
+        return not_yet(
             f"Your function raised {type(error).__name__}: {error}. The labels are integers 0..9 (one per "
-            "example), not one-hot vectors: pick each example's log-probability with them.",
+            "example), not one-hot vectors: pick each example's log-probability with them."
         )
     if value is None:
-        return report(False, "", NOT_ANSWERED + " (Your function returns None: end it with `return ...`.)")
+        return not_yet("Your function returns None: end it with `return ...`.")
     value = np.asarray(value, np.float64)
     if value.shape != ():
-        return report(False, "", f"Return one number (the mean over the batch), not an array of shape {value.shape}.")
+        return not_yet(f"Return one number (the mean over the batch), not an array of shape {value.shape}.")
     value = float(value)
     n = len(labels)
     per_example = -_log_softmax(logits.astype(np.float64))[np.arange(n), labels]
     target = per_example.mean()
     if close(value, target, 1e-3):
-        return report(True, "Softmax over the 10 logits, minus the log-probability of the true class, averaged.", "")
+        return correct("Softmax over the 10 logits, minus the log-probability of the true class, averaged.")
     onehot = np.eye(10)[labels]
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     binary = -(onehot * np.log(p + 1e-12) + (1 - onehot) * np.log(1 - p + 1e-12)).mean()
@@ -65,21 +63,22 @@ def check_loss(fn) -> bool:
         hint = "That is a squared error on one-hot targets. Classification uses the softmax cross-entropy."
     else:
         hint = (
-            "Not the softmax cross-entropy. Per example: log-softmax of the logits, take the entry of the "
-            "true label, negate; then average over the batch."
+            "Not the softmax cross-entropy yet. Try your function on one example with all-zero logits: every "
+            "class is equally likely, so what must the loss be? Then raise the true class's logit: the loss "
+            "must fall."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_recipe(model, config) -> bool:
     """A stabilized recipe as a (ModelConfig, TrainConfig) pair: He init, BatchNorm, clipping, decay, warmup."""
     if unanswered(model) or unanswered(config):
-        return report(False, "", NOT_ANSWERED)
+        return not_answered()
     from helpers.models import ModelConfig
     from helpers.train import TrainConfig
 
     if not isinstance(model, ModelConfig) or not isinstance(config, TrainConfig):
-        return report(False, "", "Give `model` as a ModelConfig(...) and `config` as a TrainConfig(...).")
+        return not_yet("Give `model` as a ModelConfig(...) and `config` as a TrainConfig(...).")
     problems = []
     if model.kind != "cnn":
         problems.append('The exercise is about the CNN: use ModelConfig(kind="cnn", ...).')
@@ -103,21 +102,19 @@ def check_recipe(model, config) -> bool:
     elif config.warmup_steps >= config.steps:
         problems.append("The warmup never ends: warmup_steps should be a fraction of steps.")
     if not problems:
-        return report(True, "He init, BatchNorm, global-norm clipping, decay and warmup: all five fixes.", "")
-    return report(False, "", " ".join(problems))
+        return correct("He init, BatchNorm, global-norm clipping, decay and warmup: all five fixes.")
+    return not_yet(" ".join(problems))
 
 
 def check_gradient_factor(answer, init_scale: float = 10.0, weight_layers: int = 4) -> bool:
     """Factor by which the kernels' gradient grows at init when every kernel of a bias-free ReLU net is scaled."""
     if unanswered(answer):
-        return report(False, "", NOT_ANSWERED)
+        return not_answered()
     s, n = init_scale, weight_layers
     if close(answer, s ** (n - 1), 0.05):
-        return report(
-            True,
+        return correct(
             f"{s:g}^{n - 1}: every kernel's gradient picks up one factor {s:g} from each of the other "
-            f"{n - 1} layers (up to the softmax's bounded factor).",
-            "",
+            f"{n - 1} layers (up to the softmax's bounded factor)."
         )
     if close(answer, s**n, 0.05):
         hint = "That is the factor of the logits. A kernel's gradient does not contain that kernel's own factor."
@@ -130,4 +127,4 @@ def check_gradient_factor(answer, init_scale: float = 10.0, weight_layers: int =
             "With zero biases a ReLU net is positively homogeneous: scaling every kernel by s scales the output "
             "by s per layer. Differentiate with respect to one kernel."
         )
-    return report(False, "", hint)
+    return not_yet(hint)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, number, unanswered
 
 __all__ = ["check_backprop_tanh", "check_linear_factor", "check_scale_for_growth"]
 
@@ -19,14 +19,13 @@ _DEPTH, _GROWTH = 20, 1000.0
 def check_scale_for_growth(answer) -> bool:
     """Exercise 1: the init_scale s with s**20 = 1000 (first-layer gradient ~ s**depth for a ReLU MLP)."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     s = number(answer)
     target = _GROWTH ** (1 / _DEPTH)
     if s is None:
-        return report(False, "", f"`answer` should be one number (an init_scale such as 1.3), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (an init_scale such as 1.3), got {answer!r}.")
     if close(s, target, rel=0.005):
-        return report(True, f"init_scale^{_DEPTH} = {s**_DEPTH:.0f}: a few per cent per layer compound to x1000.", "")
+        return correct(f"init_scale^{_DEPTH} = {s**_DEPTH:.0f}: a few per cent per layer compound to x1000.")
     if s <= 1:
         hint = "A larger gradient needs larger weights than He's: the answer is above 1."
     elif close(s, _GROWTH / _DEPTH, rel=0.01) or s > 3:
@@ -40,23 +39,20 @@ def check_scale_for_growth(answer) -> bool:
             f"With your value, init_scale**{_DEPTH} = {s**_DEPTH:.3g}, not 1000. "
             "Write the growth as a power of init_scale and solve for it."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_linear_factor(answer) -> bool:
     """Exercise 2: per-layer factor of ||delta|| in a linear network with He variance (2 / fan_in): sqrt(2)."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     value = number(answer)
     if value is None:
-        return report(False, "", f"`answer` should be one number (a factor per layer), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (a factor per layer), got {answer!r}.")
     if close(value, math.sqrt(2), rel=0.01):
-        return report(
-            True,
+        return correct(
             "He's variance doubles the second moment to make up for ReLU halving it; without ReLU nothing "
-            "halves it, so a 30-layer linear net at init_scale 1 grows the gradient by about 2**15.",
-            "",
+            "halves it, so a 30-layer linear net at init_scale 1 grows the gradient by about 2**15."
         )
     if close(value, 1.0, rel=0.01):
         hint = (
@@ -72,7 +68,7 @@ def check_linear_factor(answer) -> bool:
             "Use E||delta_l||^2 = fan_out * Var(W) * E[act'(z)^2] * ||delta_(l+1)||^2 with Var(W) = 2 / fan_in "
             "and equal widths; the norm's factor is the square root of that."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def _tanh_net(seed: int = 0):
@@ -122,32 +118,30 @@ def _matches(got, want) -> bool:
 def check_backprop_tanh(fn) -> bool:
     """Exercise 3: `fn(Ws, x, y)` returns the kernel gradients of a tanh MLP, input -> output."""
     if unanswered(fn):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if not callable(fn):
-        return report(False, "", f"Pass the function itself, `backprop_tanh`, not {type(fn).__name__}.")
+        return not_yet(f"Pass the function itself, `backprop_tanh`, not {type(fn).__name__}.")
     Ws, x, y = _tanh_net()
     try:
         got = fn(Ws, x, y)
     except Exception as error:  # the student's code: report, never raise
-        return report(False, "", f"Calling backprop_tanh(Ws, x, y) raised {type(error).__name__}: {error}")
+        return not_yet(f"Calling backprop_tanh(Ws, x, y) raised {type(error).__name__}: {error}")
     if unanswered(got):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     try:
         got = [np.asarray(g, dtype=np.float64) for g in got]
     except (TypeError, ValueError):
-        return report(False, "", "Return a list with one gradient array per kernel (same shapes as Ws).")
+        return not_yet("Return a list with one gradient array per kernel (same shapes as Ws).")
     want = [np.asarray(g) for g in jax.grad(_tanh_loss)(Ws, x, y)]
     shapes = [w.shape for w in want]
     if len(got) != len(want):
-        return report(False, "", f"Expected one gradient per kernel ({len(want)} for this network), got {len(got)}.")
+        return not_yet(f"Expected one gradient per kernel ({len(want)} for this network), got {len(got)}.")
     if [g.shape for g in got] == shapes[::-1] and shapes != shapes[::-1]:
-        return report(False, "", "Your gradients are ordered output -> input; return them input -> output.")
+        return not_yet("Your gradients are ordered output -> input; return them input -> output.")
     if [g.shape for g in got] != shapes:
-        return report(False, "", f"Each gradient must have its kernel's shape {shapes}; got {[g.shape for g in got]}.")
+        return not_yet(f"Each gradient must have its kernel's shape {shapes}; got {[g.shape for g in got]}.")
     if _matches(got, want):
-        return report(True, "Only the activation's derivative changed; the chain of W^T products is the same.", "")
+        return correct("Only the activation's derivative changed; the chain of W^T products is the same.")
     if _matches(got, _backprop_with_mask(Ws, x, y, lambda z: (z > 0).astype(z.dtype))):
         hint = "You still multiply by ReLU's derivative (z > 0). Which function is the derivative of tanh at z?"
     elif _matches(got, _backprop_with_mask(Ws, x, y, lambda z: jnp.ones_like(z))):
@@ -161,4 +155,4 @@ def check_backprop_tanh(fn) -> bool:
             "The gradients differ from jax.grad. Start from the head's error (softmax - onehot) / batch size, "
             "and check each step: delta_l = (delta_(l+1) @ W_(l+1).T) * (derivative of tanh at z_l)."
         )
-    return report(False, "", hint)
+    return not_yet(hint)

@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, number, unanswered
 
 __all__ = ["check_glorot_uniform", "check_lecun_relu_scale", "check_leaky_relu_gain"]
 
@@ -17,13 +17,12 @@ _SLOPE = 0.1
 def check_leaky_relu_gain(answer) -> bool:
     """Exercise 1: fan_in * Var(W) that keeps E[h^2] constant through leaky ReLU with slope 0.1: 2 / (1 + 0.1^2)."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     value = number(answer)
     if value is None:
-        return report(False, "", f"`answer` should be one number (sigma^2 = fan_in * Var(W)), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (sigma^2 = fan_in * Var(W)), got {answer!r}.")
     if close(value, 2 / (1 + _SLOPE**2), rel=0.002):
-        return report(True, "He et al. (2015) give the same rule for PReLU: sigma^2 = 2 / (1 + a^2).", "")
+        return correct("He et al. (2015) give the same rule for PReLU: sigma^2 = 2 / (1 + a^2).")
     if close(value, 2.0, rel=0.002):
         hint = (
             "2 is ReLU's value, where the negative half contributes nothing. Here the negative half contributes "
@@ -40,19 +39,18 @@ def check_leaky_relu_gain(answer) -> bool:
             "Write E[phi(z)^2] for z ~ N(0, q) as one half from z > 0 plus one half from z < 0, then choose "
             "sigma^2 so that sigma^2 * E[phi(z)^2] = q."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_lecun_relu_scale(answer) -> bool:
     """Exercise 2: init_scale that makes a ReLU MLP with LeCun's variance critical: s^2 / 2 = 1."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     value = number(answer)
     if value is None:
-        return report(False, "", f"`answer` should be one number (an init_scale), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (an init_scale), got {answer!r}.")
     if close(value, math.sqrt(2), rel=0.01):
-        return report(True, "LeCun's variance times 2 is He's: ReLU needs sigma^2 = 2 and LeCun gives 1.", "")
+        return correct("LeCun's variance times 2 is He's: ReLU needs sigma^2 = 2 and LeCun gives 1.")
     if close(value, 2.0, rel=0.01):
         hint = (
             "init_scale multiplies the standard deviation: Var(W) = init_scale**2 / fan_in. Which variance do you need?"
@@ -64,7 +62,7 @@ def check_lecun_relu_scale(answer) -> bool:
             "Use the critical condition for ReLU: sigma^2 * E[relu'(z)^2] = 1 with sigma^2 = "
             "fan_in * Var(W) = init_scale**2, and solve for init_scale."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def _draws(fn, shape, seed):
@@ -77,43 +75,39 @@ def _draws(fn, shape, seed):
 def check_glorot_uniform(fn) -> bool:
     """Exercise 3: `fn(key, (fan_in, fan_out))` draws U(-a, a) with Var = 2 / (fan_in + fan_out)."""
     if unanswered(fn):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if not callable(fn):
-        return report(False, "", f"Pass the function itself, `my_glorot_uniform`, not {type(fn).__name__}.")
+        return not_yet(f"Pass the function itself, `my_glorot_uniform`, not {type(fn).__name__}.")
     shapes = [(300, 500), (100, 900), (900, 100)]
     samples = []
     for i, shape in enumerate(shapes):
         try:
             w = _draws(fn, shape, i)
         except Exception as error:  # the student's code: report, never raise
-            return report(False, "", f"Calling my_glorot_uniform(key, {shape}) raised {type(error).__name__}: {error}")
+            return not_yet(f"Calling my_glorot_uniform(key, {shape}) raised {type(error).__name__}: {error}")
         if w is None:
-            print(NOT_ANSWERED)
-            return False
+            return not_answered()
         if w.shape != shape:
-            return report(False, "", f"For shape {shape} your function returned an array of shape {w.shape}.")
+            return not_yet(f"For shape {shape} your function returned an array of shape {w.shape}.")
         samples.append(w)
     try:
         again, other = _draws(fn, shapes[0], 0), _draws(fn, shapes[0], 99)
     except Exception as error:
-        return report(False, "", f"Calling my_glorot_uniform again raised {type(error).__name__}: {error}")
+        return not_yet(f"Calling my_glorot_uniform again raised {type(error).__name__}: {error}")
     if again is None or not np.array_equal(again, samples[0]):
-        return report(False, "", "The same key should give the same weights: draw from the `key` argument only.")
+        return not_yet("The same key should give the same weights: draw from the `key` argument only.")
     if other is None or np.array_equal(other, samples[0]):
-        return report(False, "", "Different keys should give different weights: draw with jax.random and `key`.")
+        return not_yet("Different keys should give different weights: draw with jax.random and `key`.")
     for w, (fan_in, fan_out) in zip(samples, shapes, strict=True):
         target = math.sqrt(2 / (fan_in + fan_out))
         std, bound = w.std(), math.sqrt(3) * target
         kurtosis = np.mean((w - w.mean()) ** 4) / w.var() ** 2
         if abs(w.mean()) > 0.05 * target:
-            return report(False, "", "Your weights are not centred on 0: the interval should be symmetric, (-a, a).")
+            return not_yet("Your weights are not centred on 0: the interval should be symmetric, (-a, a).")
         if kurtosis > 2.3:
-            return report(
-                False,
-                "",
+            return not_yet(
                 "Your weights look normally distributed; the exercise asks for a uniform "
-                "distribution on an interval (-a, a).",
+                "distribution on an interval (-a, a)."
             )
         if abs(std / target - 1) > 0.03:
             if close(std, target / math.sqrt(3), rel=0.03):
@@ -127,7 +121,7 @@ def check_glorot_uniform(fn) -> bool:
                     f"For shape {(fan_in, fan_out)} the standard deviation is {std:.4g}; it should make "
                     "Var = 2 / (fan_in + fan_out). Solve a^2 / 3 = that variance for a."
                 )
-            return report(False, "", hint)
+            return not_yet(hint)
         if np.abs(w).max() > bound * (1 + 1e-5):
-            return report(False, "", "Some weights lie outside the interval (-a, a) implied by the variance.")
-    return report(True, "This is what jax.nn.initializers.glorot_uniform() draws (Glorot & Bengio 2010).", "")
+            return not_yet("Some weights lie outside the interval (-a, a) implied by the variance.")
+    return correct("This is what jax.nn.initializers.glorot_uniform() draws (Glorot & Bengio 2010).")

@@ -10,7 +10,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from helpers.exercises._check import NOT_ANSWERED, close, number, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, number, unanswered
 
 __all__ = ["check_adam_after_spike", "check_hvp", "check_max_stable_lr", "check_warmup_schedule"]
 
@@ -25,18 +25,15 @@ _SPIKE, _ADAM_LR = 1e4, 1e-3
 def check_max_stable_lr(answer) -> bool:
     """Exercise 1: the largest lr for which gradient descent on 1/2 w^T A w converges, A = A_EXERCISE."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     lr = number(answer)
     if lr is None:
-        return report(False, "", f"`answer` should be one number (a learning rate such as 0.25), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (a learning rate such as 0.25), got {answer!r}.")
     lam = np.linalg.eigvalsh(A_EXERCISE)  # ascending
     if close(lr, 2 / lam[-1], rel=0.01):
-        return report(
-            True,
+        return correct(
             "Above it the sharpest direction is multiplied by |1 - lr * lambda_max| > 1 at every step; the flat "
-            "direction alone would tolerate a learning rate six times larger.",
-            "",
+            "direction alone would tolerate a learning rate six times larger."
         )
     if close(lr, 1 / lam[-1], rel=0.01):
         hint = (
@@ -59,7 +56,7 @@ def check_max_stable_lr(answer) -> bool:
             "In A's eigenbasis each coordinate is multiplied by (1 - lr * lambda_i) per step. Find the "
             "eigenvalues of A and the largest lr with |1 - lr * lambda_i| < 1 for all of them."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def _hvp_test_problem():
@@ -90,35 +87,30 @@ def _hvp_test_problem():
 
 def check_hvp(hvp) -> bool:
     """Exercise 2: `hvp(loss, params, v)` returns H v (a tree shaped like params) without forming H."""
+    if unanswered(hvp):
+        return not_answered()
     if not callable(hvp):
-        return report(False, "", f"Pass your function itself (`check_hvp(hvp)`), got {type(hvp).__name__}.")
+        return not_yet(f"Pass your function itself (`check_hvp(hvp)`), got {type(hvp).__name__}.")
     loss, params, v, grad, exact = _hvp_test_problem()
     try:
         out = hvp(loss, params, v)
     except Exception as error:  # the student's code: say what happened, never raise
-        return report(False, "", f"Your function raised {type(error).__name__}: {error}")
+        return not_yet(f"Your function raised {type(error).__name__}: {error}")
     if out is None:
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if isinstance(out, tuple) and len(out) == 2:
-        return report(
-            False,
-            "",
-            "You returned a pair. jax.jvp returns (value, directional derivative): which of the two is H v?",
-        )
+        return not_yet("You returned a pair. jax.jvp returns (value, directional derivative): which of the two is H v?")
     try:
         same_structure = jax.tree.structure(out) == jax.tree.structure(params)
         flat_out = np.asarray(jax.flatten_util.ravel_pytree(out)[0], dtype=float) if same_structure else None
     except Exception:  # not a tree of arrays
         same_structure, flat_out = False, None
     if not same_structure or flat_out is None or flat_out.shape != exact.shape:
-        return report(False, "", "Return a tree shaped like `params` (here a dict with keys 'w' and 'b').")
+        return not_yet("Return a tree shaped like `params` (here a dict with keys 'w' and 'b').")
     scale = np.linalg.norm(exact)
     if np.linalg.norm(flat_out - exact) <= 1e-3 * scale:
-        return report(
-            True,
-            "One forward-over-reverse pass costs about as much as two gradients, and never stores the P x P Hessian.",
-            "",
+        return correct(
+            "One forward-over-reverse pass costs about as much as two gradients, and never stores the P x P Hessian."
         )
     if np.linalg.norm(flat_out - grad) <= 1e-3 * np.linalg.norm(grad):
         hint = "That is the gradient. H v is the derivative of the gradient in the direction v."
@@ -129,26 +121,23 @@ def check_hvp(hvp) -> bool:
             "Differentiate the function jax.grad(loss) at params in the direction v with jax.jvp "
             "(forward over reverse); the tangent output is H v."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_warmup_schedule(schedule) -> bool:
     """Exercise 3: an Optax schedule that is 0 at step 0, rises linearly to 0.1 at step 100, then stays at 0.1."""
     if unanswered(schedule):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if not callable(schedule):
-        return report(
-            False, "", f"`schedule` should be a function step -> learning rate (an Optax schedule), got {schedule!r}."
-        )
+        return not_yet(f"`schedule` should be a function step -> learning rate (an Optax schedule), got {schedule!r}.")
     steps = [0, 1, 25, 50, 99, 100, 101, 250, 1000, 10_000]
     try:
         got = np.array([float(schedule(jnp.asarray(s))) for s in steps])
     except Exception as error:
-        return report(False, "", f"Calling schedule(step) raised {type(error).__name__}: {error}")
+        return not_yet(f"Calling schedule(step) raised {type(error).__name__}: {error}")
     want = np.array([_PEAK * min(1.0, s / _WARMUP) for s in steps])
     if np.allclose(got, want, rtol=1e-5, atol=1e-7):
-        return report(True, "This is what TrainConfig(warmup_steps=100) does, up to a shift of one step.", "")
+        return correct("This is what TrainConfig(warmup_steps=100) does, up to a shift of one step.")
     if not np.isfinite(got).all():
         hint = "Your schedule returns NaN or Inf at some step."
     elif abs(got[0]) > 1e-9:
@@ -166,7 +155,7 @@ def check_warmup_schedule(schedule) -> bool:
             f"Your schedule gives {got[3]:.3g} at step 50 and first reaches the peak at step {reached} of the "
             "steps checked; the rise should be linear and end exactly at the warmup length."
         )
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def _adam_second_step(lr=_ADAM_LR, b1=0.9, b2=0.999, g=(_SPIKE, 1.0), correct_m=True, correct_v=True) -> float:
@@ -181,18 +170,15 @@ def _adam_second_step(lr=_ADAM_LR, b1=0.9, b2=0.999, g=(_SPIKE, 1.0), correct_m=
 def check_adam_after_spike(answer) -> bool:
     """Exercise 4: the size of Adam's second update of a weight whose gradients are 1e4 (a spike), then 1; lr 1e-3."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     value = number(answer)
     if value is None:
-        return report(False, "", f"`answer` should be one number (the size of the update), got {answer!r}.")
+        return not_yet(f"`answer` should be one number (the size of the update), got {answer!r}.")
     value = abs(value)
     if close(value, _adam_second_step(), rel=0.01):
-        return report(
-            True,
+        return correct(
             "The spike is still in both moments: the step stays below lr, and keeps the spike's sign. Adam "
-            "bounds the step, but the spike still steers the direction for a while.",
-            "",
+            "bounds the step, but the spike still steers the direction for a while."
         )
     if close(value, _ADAM_LR, rel=0.01):
         hint = (
@@ -212,4 +198,4 @@ def check_adam_after_spike(answer) -> bool:
             "m_t = beta1 m_(t-1) + (1 - beta1) g_t and v_t = beta2 v_(t-1) + (1 - beta2) g_t^2, from zero; after "
             "step 2 divide by (1 - beta^2) and form lr * m_hat / sqrt(v_hat)."
         )
-    return report(False, "", hint)
+    return not_yet(hint)

@@ -10,17 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from helpers.exercises._check import NOT_ANSWERED, close, report, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, unanswered
 
 
 def check_remaining_fraction(answer, lr: float, l2: float, steps: int) -> bool:
     """Exercise 1: the fraction of a weight left after `steps` SGD steps of pure L2 decay (no data gradient)."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     target = (1 - lr * l2) ** steps
     if close(answer, target, 0.01):
-        return report(True, "Each step multiplies the weight by (1 - lr * l2); the factors compound.", "")
+        return correct("Each step multiplies the weight by (1 - lr * l2); the factors compound.")
     if close(answer, max(0.0, 1 - lr * l2 * steps), 0.01) or close(answer, 1 - lr * l2 * steps, 0.01):
         hint = (
             "The decay is proportional to the weight itself: it shrinks by a *factor* each step, not by a fixed amount."
@@ -33,7 +32,7 @@ def check_remaining_fraction(answer, lr: float, l2: float, steps: int) -> bool:
         hint = "The question asks for the fraction that *remains*, a number between 0 and 1 close to neither end."
     else:
         hint = "Write one SGD step for a weight whose data gradient is 0: w <- w - lr * (l2 * w). Then repeat it."
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def _trees():
@@ -75,27 +74,26 @@ def _same(a: list, b: list) -> bool:
 
 def check_adamw_chain(make_tx) -> bool:
     """Exercise 2: `make_tx(lr, weight_decay)` built from Optax pieces must behave exactly like optax.adamw."""
+    if unanswered(make_tx):
+        return not_answered()
     lr, wd = 0.01, 0.1
     try:
         tx = make_tx(lr, wd)
     except Exception as error:  # the student's code may fail in any way; the notebook keeps running
-        return report(False, "", f"make_tx raised {type(error).__name__}: {error}.")
+        return not_yet(f"make_tx raised {type(error).__name__}: {error}.")
     if tx is None or tx is ...:
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     if not isinstance(tx, optax.GradientTransformation):
-        return report(False, "", "Return an optax.GradientTransformation, e.g. the result of optax.chain(...).")
+        return not_yet("Return an optax.GradientTransformation, e.g. the result of optax.chain(...).")
     params, grads = _trees()
     try:
         theirs = _updates(tx, params, grads)
     except Exception as error:
-        return report(False, "", f"Your transformation raised {type(error).__name__} during update: {error}.")
+        return not_yet(f"Your transformation raised {type(error).__name__} during update: {error}.")
     if _same(theirs, _updates(optax.adamw(lr, weight_decay=wd), params, grads)):
-        return report(
-            True,
+        return correct(
             "The decay is added after Adam's normalisation, so every weight shrinks by lr * weight_decay * w per "
-            "step, whatever its gradient history: decoupled weight decay.",
-            "",
+            "step, whatever its gradient history: decoupled weight decay."
         )
     adam = optax.scale_by_adam()
     wrong = {
@@ -117,21 +115,16 @@ def check_adamw_chain(make_tx) -> bool:
         hint = "This is plain Adam: where is the weight decay?"
     else:
         hint = "Three pieces, in order: Adam's scaling, the decayed weights, the (negative) learning rate."
-    return report(False, "", hint)
+    return not_yet(hint)
 
 
 def check_first_adam_l2_step(answer, lr: float, l2: float) -> bool:
     """Exercise 3: the size of the first Adam update of a weight w=1 whose only gradient is the L2 term l2 * w."""
     if unanswered(answer):
-        print(NOT_ANSWERED)
-        return False
+        return not_answered()
     target = lr  # bias-corrected: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps) = lr
     if close(answer, target, 0.01) or close(answer, -target, 0.01):
-        return report(
-            True,
-            "Adam's first step has length lr for any nonzero gradient: the L2 strength cancels out.",
-            "",
-        )
+        return correct("Adam's first step has length lr for any nonzero gradient: the L2 strength cancels out.")
     if close(answer, lr * l2, 0.01) or close(answer, -lr * l2, 0.01):
         hint = "That is the step of SGD (or of decoupled decay). Adam divides the gradient by its own RMS first."
     elif close(answer, l2, 0.01) or close(answer, 1.0, 0.01):
@@ -140,4 +133,4 @@ def check_first_adam_l2_step(answer, lr: float, l2: float) -> bool:
         hint = (
             "At step 1 (with bias correction) Adam's m_hat equals g and v_hat equals g^2. What is m_hat / sqrt(v_hat)?"
         )
-    return report(False, "", hint)
+    return not_yet(hint)
