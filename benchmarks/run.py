@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,8 @@ from helpers.models import CNN, MLP, ModelConfig  # noqa: E402
 TARGETS = {
     "small_speedup_vs_nnx_jit": (">=", 4.0),
     "seeds5_cost_vs_one": ("<=", 3.0),
-    "large_fraction_of_matmul_peak": (">=", 0.40),
+    "cnn_speedup_vs_torch_eager": (">=", 1.5),
+    "large_speedup_vs_torch_eager": (">=", 1.6),
     "diagnostics_overhead": ("<=", 0.10),
     "compile_s_depth100": ("<", 3.0),
 }
@@ -387,6 +389,64 @@ def seeds(data, rounds: int, res: dict) -> dict:
     return t
 
 
+def torch_python() -> str | None:
+    """An interpreter that imports torch: this one, else $TORCH_PYTHON, else None."""
+    try:
+        import torch  # noqa: F401
+
+        return sys.executable
+    except ImportError:
+        return os.environ.get("TORCH_PYTHON") or None
+
+
+def versus_torch(data, rounds: int, res: dict) -> dict:
+    """6: `train` against the same models and optimizers in PyTorch eager (benchmarks/torch_peer.py), alternating."""
+    log("\n[6] vs PyTorch eager: the CNN (3 x 32 + BatchNorm, batch 64, Adam 1e-3, clip 1, decay 1e-4) and the")
+    log("    20 x 128 MLP + BatchNorm (batch 128, SGD 0.05, clip 1, decay 1e-4); 100 steps a round")
+    python = torch_python()
+    if python is None:
+        log(
+            "    skipped: PyTorch is an optional peer and is not importable here. Install its CPU build in any "
+            "Python (pip install torch --index-url https://download.pytorch.org/whl/cpu; PyPI's default wheel "
+            "brings GBs of CUDA) and run again with TORCH_PYTHON=/path/to/that/python"
+        )
+        return {}
+    steps = 100
+    cnn_cfg = T.TrainConfig(
+        optimizer="adam", lr=1e-3, clip_norm=1.0, weight_decay=1e-4, batch_size=64, steps=steps, chunk_steps=50
+    )
+    mlp_cfg = T.TrainConfig(
+        optimizer="sgd", lr=0.05, clip_norm=1.0, weight_decay=1e-4, batch_size=128, steps=steps, chunk_steps=50
+    )
+    ours = {"ours: CNN, train()": (build_cnn(), cnn_cfg), "ours: MLP 20 x 128, train()": (build_mlp(20, 128), mlp_cfg)}
+    for model, cfg in ours.values():
+        T.train(model, data, cfg)  # compile
+    peer = subprocess.Popen(
+        [python, str(HERE / "torch_peer.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        res["torch"] = peer.stdout.readline().strip().removeprefix("ready ")
+
+        def torch_timer(name: str):
+            def call():
+                peer.stdin.write(f"{name} {steps}\n")
+                peer.stdin.flush()
+                float(peer.stdout.readline())  # the peer's reply: it has finished
+                return steps
+
+            return call
+
+        variants = {name: train_timer(model, data, cfg) for name, (model, cfg) in ours.items()}
+        variants |= {"PyTorch eager: CNN": torch_timer("cnn"), "PyTorch eager: MLP 20 x 128": torch_timer("mlp")}
+        t = alternate(variants, rounds)
+    finally:
+        peer.stdin.close()
+        peer.wait()
+    res["cnn_speedup_vs_torch_eager"] = paired(t["PyTorch eager: CNN"], t["ours: CNN, train()"])
+    res["large_speedup_vs_torch_eager"] = paired(t["PyTorch eager: MLP 20 x 128"], t["ours: MLP 20 x 128, train()"])
+    return t
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -408,11 +468,11 @@ def table(sections: dict[str, dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
-    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile seeds")
+    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile seeds torch")
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
     rounds = 3 if args.quick else 15
-    sections = args.only or ["small", "large", "chunking", "compile", "seeds"]
+    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch"]
     data = load_data()
     res: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -446,6 +506,8 @@ def main() -> None:
         compile_depth100(data, res)
     if "seeds" in sections:
         tables["seeds (section 5)"] = seeds(data, 3 if args.quick else 9, res)
+    if "torch" in sections:
+        tables["vs PyTorch eager (section 6)"] = versus_torch(data, 3 if args.quick else 7, res)
     res["machine"]["load_average_at_end"] = os.getloadavg()
     res["samples_us_per_step"] = {  # every round's wall-clock sample, for a second look at the noise
         f"{title}: {name}": [round(x * 1e6, 1) for x in v["wall"]]
@@ -458,7 +520,8 @@ def main() -> None:
     print("\nheadline numbers (ratios of medians; wall clock):")
     rows = [
         ("small_speedup_vs_nnx_jit", "x", "tutorial step time / train() step time"),
-        ("large_fraction_of_matmul_peak", "", f"of {res.get('matmul_gflops', math.nan):.0f} GFLOP/s (see README)"),
+        ("cnn_speedup_vs_torch_eager", "x", "PyTorch eager step time / train() step time, the CNN"),
+        ("large_speedup_vs_torch_eager", "x", "the same, the 20 x 128 MLP + BatchNorm"),
         ("diagnostics_overhead", "", "compiled chunk with / without diagnostics - 1"),
         ("compile_s_depth100", "s", f"(CPU {res.get('compile_cpu_s_depth100', math.nan):.2f} s)"),
         ("seeds5_cost_vs_one", "x", "train_seeds (5 seeds) / train (1 seed), builds included"),
@@ -468,6 +531,7 @@ def main() -> None:
             print(f"  {key:32s} {res[key]:8.3f}{unit:2s} {verdict(key, res[key]):26s} {note}")
     for key in (
         "small_speedup_compiled_chunks_vs_nnx_jit",
+        "large_fraction_of_matmul_peak",
         "diagnostics_overhead_cpu",
         "large_fraction_of_matmul_peak_best",
         "diagnostics_and_guard_overhead",

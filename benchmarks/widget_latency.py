@@ -1,7 +1,7 @@
 """Slider latency, two ways: per control on a reference panel, and on every panel of every notebook.
 
     .venv/bin/python benchmarks/widget_latency.py            # writes benchmarks/widget_latency.json
-    .venv/bin/python benchmarks/widget_latency.py --only reference   # or: --only notebooks
+    .venv/bin/python benchmarks/widget_latency.py --only reference   # or: --only notebooks [02 04 ...]
 
 Reference panel: the default MLP (depth 8, width 64), 100 steps on the digits, the dashboard. Time from
 `Panel.set(control=value)` to the redrawn dashboard PNG, per control. A continuous control (lr, clip_norm, l2,
@@ -118,17 +118,20 @@ def reference() -> dict:
     }
 
 
-PANEL = re.compile(r"^(\w+)\s*=\s*(?:widgets\.)?panel\(", re.MULTILINE)
+PANEL = re.compile(r"^(\w+)\s*=\s*(?:widgets\.)?(?:panel|Panel)\(", re.MULTILINE)
 NOTEBOOK_TARGETS_S = {"progress_s": 0.3, "first_redraw_s": 1.0, "done_s_mlp": 1.0}
 
 
-def notebook_panels() -> list[dict]:
-    """Every panel of every notebook, timed in the notebook's own kernel after the cells before it ran."""
+def notebook_panels(prefixes: list[str]) -> list[dict]:
+    """Every panel of every notebook (or of those whose name starts with one of `prefixes`), timed in the
+    notebook's own kernel after the cells before it ran."""
     import nbformat
     from nbclient import NotebookClient
 
     rows = []
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        if prefixes and not any(path.stem.startswith(p) for p in prefixes):
+            continue
         nb = nbformat.read(path, as_version=4)
         cells, last = (
             [],
@@ -178,6 +181,7 @@ def notebook_panels() -> list[dict]:
 
 def main() -> None:
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    prefixes = sys.argv[sys.argv.index("--only") + 2 :] if only == "notebooks" else []
     out = Path(__file__).with_suffix(".json")
     result = json.loads(out.read_text()) if out.exists() and only else {}
     result.update(
@@ -195,7 +199,12 @@ def main() -> None:
         result["reference"] = reference()
     if only in (None, "notebooks"):
         result["notebook_targets_s"] = NOTEBOOK_TARGETS_S
-        result["notebooks"] = notebook_panels()
+        fresh = notebook_panels(prefixes)
+        timed = {r["notebook"] for r in fresh}
+        result["notebooks"] = sorted(
+            [r for r in result.get("notebooks", []) if r["notebook"] not in timed] + fresh,
+            key=lambda r: (r["notebook"], r["panel"]),
+        )
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

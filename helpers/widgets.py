@@ -10,8 +10,9 @@ activation, batchnorm, residual, optimizer and clip_mode change the program and 
 
 A change made in the browser trains on a background thread, so the panel stays live: it says at once that it is
 training (and compiling, when the change needs a new program), redraws after every chunk of steps (at most
-`REDRAWS_PER_S` times a second), and ends with the result and the time taken. A change made while a run is going
-stops that run after its current chunk and starts the new one: the last value wins.
+`REDRAWS_PER_S` times a second, and not when the run will end within two redraws' time), and ends with the result
+and the time taken. A change made while a run is going stops that run after its current chunk and starts the new
+one: the last value wins.
 
 Only API common to ipywidgets 7 (which Colab has shipped) and 8 is used. The plot is an `ipywidgets.Image` of
 PNG bytes: it redraws in JupyterLab, Colab and classic Notebook alike, and needs no Output widget (whose
@@ -39,7 +40,7 @@ from helpers.train import History, SeedRuns, TrainConfig, is_compiled, train, tr
 
 __all__ = ["CONTROLS", "Panel", "panel"]
 
-#: A running panel redraws its plot at most this often (a redraw and its PNG take 50-100 ms).
+#: A running panel redraws its plot at most this often (a dashboard and its PNG take 0.1-0.5 s on 2 cores).
 REDRAWS_PER_S = 4
 
 # ----------------------------------------------------------------------------------------------------------
@@ -258,6 +259,7 @@ class Panel:
         self.seconds: dict[str, float] = {}
         self._plot = plot
         self.figure = Figure(figsize=figsize or plots.DASHBOARD_SIZE, dpi=plots.DPI)
+        self._draw_seconds = 0.0  # how long the last redraw took
         self.controls = {name: CONTROLS[name](model, config) for name in dict.fromkeys(controls)}
         self._quiet = False
         self._lock = threading.Lock()  # guards the request counters below
@@ -357,7 +359,11 @@ class Panel:
                     raise _Superseded
                 if not run.done:
                     self._show_progress(run.steps)
-                    if time.perf_counter() - last_draw >= 1 / REDRAWS_PER_S:
+                    now = time.perf_counter()
+                    # A live frame delays the run by a whole redraw: skip it when the run will end (and be drawn)
+                    # in less than two redraws' time anyway.
+                    left = (now - start) / max(run.steps, 1) * (config.steps - run.steps)
+                    if now - last_draw >= 1 / REDRAWS_PER_S and left > 2 * self._draw_seconds:
                         self._draw(run)
                         last_draw = time.perf_counter()
 
@@ -414,12 +420,14 @@ class Panel:
     # -- what the panel shows
 
     def _draw(self, run) -> None:
+        start = time.perf_counter()
         if self._plot == "dashboard":
             plots.draw_dashboard(run, self.figure, self.title)
         else:
             self.figure.clear()
             self._plot(run, self.figure)
         self._image.value = plots.figure_png(self.figure)
+        self._draw_seconds = time.perf_counter() - start
 
     def _show_config(self) -> None:
         seeds = f" <span style='color:gray'>(seeds {', '.join(map(str, self.seeds))})</span>" if self.seeds else ""

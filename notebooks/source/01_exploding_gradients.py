@@ -705,8 +705,8 @@ assert abs(tanh_fit["tanh"][0] - 1.10) < 0.01, (
 # %% [markdown]
 # ## Explore
 #
-# The panel trains the 30-layer network with the four knobs of this notebook, and a `seed`; it starts at the
-# exploding setting. Things to try: lower `init_scale` to 1.0 (trains) and 0.8 (stuck at 2.30); at `init_scale`
+# The panel trains the 30-layer network with the four knobs of this notebook, and a `seed`, for 200 steps (so
+# that a move retrains in about a second; `steps` goes further); it starts at the exploding setting. Things to try: lower `init_scale` to 1.0 (trains) and 0.8 (stuck at 2.30); at `init_scale`
 # 1.1, raise `lr` until the run diverges; set `depth` to 10 and find how large `init_scale` can get before it
 # diverges; switch `activation` to tanh and look for the `init_scale` at which it trains fastest. The panel
 # trains one seed at a time: move `seed` to see how much two runs of one setting differ before you trust a
@@ -717,8 +717,8 @@ assert abs(tanh_fit["tanh"][0] - 1.10) < 0.01, (
 explore = panel(
     data,
     model=ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2),
-    config=TrainConfig(lr=0.01, steps=300),
-    controls=["depth", "init_scale", "activation", "lr", "seed"],
+    config=TrainConfig(lr=0.01, steps=200),
+    controls=["depth", "init_scale", "activation", "lr", "seed", "steps"],
     title="exploding gradients: a deep MLP on digits, plain SGD",
 )
 explore

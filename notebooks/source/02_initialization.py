@@ -672,7 +672,8 @@ for what, (values, low, high) in quoted.items():
 # %% [markdown]
 # ## Explore
 #
-# The panel trains the 20-layer network, one seed at a time; it starts at ReLU + LeCun, which stalls. Try: `init`
+# The panel trains the 20-layer network, one seed at a time, for 100 steps (a third of the runs above, so that a move
+# retrains in about a second; `steps` goes further); it starts at ReLU + LeCun, which stalls. Try: `init`
 # he (trains); back to lecun with `init_scale` 1.4 ($\approx\sqrt2$: LeCun's variance times 2 is He's);
 # `activation` tanh with each `init`; `depth` 30 with ReLU + He at `init_scale` 1.2 (every seed explodes, as in
 # notebook 01), then 1.1: move `seed` and see whether every run survives. In general, move `seed` to see how much
@@ -683,8 +684,8 @@ for what, (values, low, high) in quoted.items():
 explore = panel(
     data,
     model=ModelConfig(depth=train_depth, width=WIDTH, init="lecun", activation="relu"),
-    config=config,
-    controls=["init", "init_scale", "depth", "activation", "seed"],
+    config=config.replace(steps=100),
+    controls=["init", "init_scale", "depth", "activation", "seed", "steps"],
     title="initialization: a deep MLP on digits, plain SGD",
 )
 explore

@@ -654,7 +654,8 @@ plt.show()
 # %% [markdown]
 # ## 5. Explore
 #
-# The panel trains the exploding network (seed 0) again after every change (600 steps, a second or two; a new
+# The panel trains the exploding network (seed 0) again after every change (150 steps, about a second; `steps`
+# goes to the 600 of the runs above and further; a new
 # `clip_mode` compiles its training step once, a few seconds). Things to try: untick `clip_norm` (no clipping)
 # and the run stops within two steps; raise `clip_norm` to 10 or 100 and watch the fraction of clipped steps and
 # the loss; double `lr` and halve `clip_norm` and compare the dashboards; try `clip_mode` "value" and "adaptive"
@@ -666,8 +667,8 @@ plt.show()
 explore = panel(
     data,
     model=EXPLODING,
-    config=SGD.replace(clip_norm=1.0),
-    controls=["clip_mode", "clip_norm", "lr"],
+    config=SGD.replace(clip_norm=1.0, steps=150),
+    controls=["clip_mode", "clip_norm", "lr", "steps"],
     title="the exploding network (init_scale 1.2), SGD",
 )
 explore
