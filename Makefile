@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint format bench notebooks docs docs-serve clean
+.PHONY: lab test test-fast lint format bench notebooks docs docs-serve clean
 
 # Re-install whenever the declared or locked dependencies change (or the venv is not Python 3.12 or 3.13).
 $(STAMP): pyproject.toml requirements.lock
@@ -40,6 +40,10 @@ test: lint
 	$(BIN)/python $(NBVAL)
 	@if [ "$$(uname -m)" = x86_64 ]; then echo "$(SECOND_PATH) (second floating-point path)"; \
 		$(SECOND_PATH) $(BIN)/python $(NBVAL); else echo "second floating-point pass skipped: not x86_64"; fi
+
+# The inner loop: unit tests without the slow ones, the browser or the notebooks (under 2 minutes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" --ignore=tests/browser -q $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

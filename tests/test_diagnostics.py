@@ -7,6 +7,7 @@ from helpers.diagnostics import activation_stats, layer_grad_norms, relu_gain_pe
 from helpers.models import ModelConfig
 
 
+@pytest.mark.slow
 def test_layer_grad_norms_update_nothing(small):
     model = ModelConfig(depth=3, width=16, batchnorm=True).build(small.image_shape)
     before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]

@@ -22,6 +22,7 @@ def test_kernel_variance_is_init_scale_squared_times_gain_over_fan(init, gain, f
     assert 0.001 < np.mean(np.abs(w) > 3 * math.sqrt(expected)) < 0.005
 
 
+@pytest.mark.slow
 def test_conv_fan_in_counts_the_receptive_field():
     model = CNN((8, 8, 16), 2, 64, 10, init_scale=1.0, rngs=nnx.Rngs(0))
     w = np.asarray(model.block(1).layer.kernel[...])  # 3 x 3 x 64 x 64
@@ -45,6 +46,7 @@ def test_residual_adds_the_input_where_widths_match():
     assert np.allclose(res.hidden(x)[1], h0 + plain.block(1)(h0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cnn_pools_large_images_and_accepts_digits():
     assert CNN((28, 28, 1), 2, 8, 10, rngs=nnx.Rngs(0))(jnp.ones((3, 28, 28, 1))).shape == (3, 10)
     assert CNN((8, 8, 1), 2, 8, 10, rngs=nnx.Rngs(0))(jnp.ones((3, 8, 8, 1))).shape == (3, 10)
@@ -77,6 +79,7 @@ def test_mlp_rejects_bad_num_classes_and_mismatched_data():
         CNN((8, 8, 1), 2, 8, 10, rngs=nnx.Rngs(0)).check_input((5, 28, 28, 1))
 
 
+@pytest.mark.slow
 def test_model_config_round_trips_and_builds_the_same_weights():
     cfg = ModelConfig(kind="cnn", depth=3, width=16, activation="tanh", init="lecun", init_scale=1.25, batchnorm=True)
     assert ModelConfig.parse(str(cfg)) == cfg

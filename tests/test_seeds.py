@@ -18,6 +18,7 @@ def arrays(model):
 
 
 @pytest.mark.parametrize("config", [MLP, ModelConfig(kind="cnn", depth=2, width=8), ModelConfig(depth=20, width=8)])
+@pytest.mark.slow
 def test_build_seeds_makes_the_networks_build_makes(small, config):
     together = config.replace(init_scale=1.3).build_seeds([3, 0, 7], small.image_shape)
     for seed, model in zip([3, 0, 7], together, strict=True):
@@ -35,6 +36,7 @@ def test_build_seeds_makes_the_networks_build_makes(small, config):
     ],
     ids=["mlp", "cnn"],
 )
+@pytest.mark.slow
 def test_each_seed_matches_train_on_that_seed(small, model_config, config):
     runs = train_seeds(model_config, small, config, seeds=[2, 5])
     for seed, history, model in zip(runs.seeds, runs.histories, runs.models, strict=True):
@@ -48,6 +50,7 @@ def test_each_seed_matches_train_on_that_seed(small, model_config, config):
     assert not np.allclose(runs.histories[0].loss, runs.histories[1].loss), "seeds should give different runs"
 
 
+@pytest.mark.slow
 def test_divergence_is_handled_per_seed(small):
     """At init_scale 1100 the first gradient's norm, about 1e19 and growing like init_scale^6, overflows on some
     seeds and not on others (seed 6 by a margin of 1.1x, seed 7 of 1.04x: far above rounding). The tiny lr keeps

@@ -24,6 +24,7 @@ def split(model):
     return nnx.split(model, nnx.Param, ...)
 
 
+@pytest.mark.slow
 def test_loss_and_grads_is_the_cross_entropy_and_its_gradient(small):
     model = MODEL.build(small.image_shape)
     graphdef, params, rest = split(model)
@@ -110,6 +111,7 @@ def test_pack_and_unpack_keep_every_metric_by_name():
         np.testing.assert_allclose(getattr(back, name)[0], np.asarray(getattr(metrics, name), np.float32))
 
 
+@pytest.mark.slow
 def test_the_compiled_chunk_holds_no_arrays(small):
     """The cache keeps compiled programs by structure; a model trained once must not stay alive through it."""
     model = MODEL.replace(width=13).build(small.image_shape)
@@ -121,6 +123,7 @@ def test_the_compiled_chunk_holds_no_arrays(small):
     assert probe() is None, "something cached holds the trained model's parameters"
 
 
+@pytest.mark.slow
 def test_the_cache_of_compiled_programs_stays_bounded(small):
     """Fill a cache past its bound with cheap models: it keeps the newest entries and frees the oldest."""
     cache = CompiledCache(S.compiled_chunk.__wrapped__, size=4)

@@ -42,6 +42,7 @@ def global_norm(arrays):
 # --- clipping really acts inside train ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sgd_step_with_tiny_clip_norm_moves_params_by_lr_times_clip_norm(small):
     lr, clip_norm = 0.1, 1e-3
     delta, history, _ = one_step_delta(small, TrainConfig(lr=lr, clip_norm=clip_norm))
@@ -104,6 +105,7 @@ def _hand_l2_sgd_step(small, lr, l2):
     return [np.asarray(a) for a in jax.tree.leaves(new)], float(optax.tree.norm(grads))
 
 
+@pytest.mark.slow
 def test_coupled_l2_with_sgd_equals_the_hand_written_l2_loss(small):
     lr, l2 = 0.1, 0.05
     delta, history, before = one_step_delta(small, TrainConfig(lr=lr, l2=l2))
@@ -154,6 +156,7 @@ def test_step_diagnostics_match_the_standalone_ones(small):
 # --- compilation --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_continuous_hyperparameters_and_new_weights_never_recompile(small):
     base = TrainConfig(optimizer="adam", lr=1e-3, clip_norm=1.0, steps=4, chunk_steps=2)
     train(fresh(small), small, base)
@@ -181,6 +184,7 @@ def test_continuous_hyperparameters_and_new_weights_never_recompile(small):
 EXPLODING = ModelConfig(depth=20, width=32, init_scale=2.0)
 
 
+@pytest.mark.slow
 def test_divergence_stops_cleanly_and_keeps_the_last_finite_parameters(small):
     model = fresh(small, EXPLODING)
     history = train(model, small, TrainConfig(lr=0.5, steps=100, chunk_steps=10))
@@ -216,6 +220,7 @@ def test_an_update_that_overflows_stops_the_run_before_it_is_applied(small):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_non_finite_inputs_stop_the_run_or_are_skipped_with_apply_if_finite(small):
     class Poisoned:
         x_train = small.x_train[:64].copy()
@@ -233,6 +238,7 @@ def test_non_finite_inputs_stop_the_run_or_are_skipped_with_apply_if_finite(smal
     assert np.isfinite(np.asarray(jax.tree.leaves(nnx.state(model, nnx.BatchStat)) or [0.0])).all()
 
 
+@pytest.mark.slow
 def test_cnn_trains_with_per_step_calls_and_diverges_cleanly(small):
     cnn = ModelConfig(kind="cnn", depth=2, width=8, batchnorm=True)
     h = train(cnn.build(small.image_shape), small, TrainConfig(optimizer="adam", lr=1e-2, steps=6, chunk_steps=3))
@@ -314,6 +320,7 @@ INVALID = {
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), broken=st.one_of(st.none(), st.sampled_from(sorted(INVALID))))
+@pytest.mark.slow
 def test_random_configurations_train_or_raise_value_error_naming_the_argument(small, data, broken):
     """Random valid configurations train; breaking one argument raises a ValueError that names it."""
     values = {name: data.draw(INVALID[name] if name == broken else strategy) for name, strategy in VALID.items()}
@@ -340,6 +347,7 @@ def test_random_configurations_train_or_raise_value_error_naming_the_argument(sm
 # --- reproducibility, reporting, evaluation ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_histories_and_other_seeds_differ(small):
     config = TrainConfig(optimizer="momentum", lr=0.05, clip_norm=1.0, steps=30, chunk_steps=10, seed=3)
     bn = MLP4.replace(batchnorm=True)
@@ -364,6 +372,7 @@ def test_config_string_round_trips():
         TrainConfig.parse("lr=0.1 speed=3")
 
 
+@pytest.mark.slow
 def test_batchnorm_eval_output_does_not_depend_on_the_rest_of_the_batch(small):
     model = fresh(small, MLP4.replace(batchnorm=True))
     train(model, small, TrainConfig(steps=20, chunk_steps=10))
@@ -400,6 +409,7 @@ def test_compiled_optimizer_init_equals_optax_init(small):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_the_benchmarks_variants_of_the_step_make_the_same_updates(small):
     """benchmarks/ times the step against itself without diagnostics and against the step before it was split
     into pieces: all three must train identically, or the comparisons mean nothing."""

@@ -253,6 +253,7 @@ def _ipywidgets7() -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_every_control_works_under_ipywidgets_7():
     site = _ipywidgets7()
     script = textwrap.dedent(
@@ -285,6 +286,7 @@ def test_every_control_works_under_ipywidgets_7():
     assert result.returncode == 0 and f"OK {IPYWIDGETS_7}" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_dashboard_and_panel_pass_nbval_in_a_headless_kernel(tmp_path, monkeypatch):
     """nbval runs these cells in a fresh kernel and compares each output with the one written here.
 
