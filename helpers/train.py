@@ -71,7 +71,7 @@ class TrainConfig(Config):
     weight_decay: float = setting(0.0, "float", low=0, control=("log", -5, 0, 1e-3))
     """Decoupled (AdamW-style): W -= lr * weight_decay * W after the optimizer."""
     batch_size: int = setting(64, "int", low=1)
-    steps: int = setting(200, "int", low=1, printed=True, control=("int", 10, 2000, 10))
+    steps: int = setting(200, "int", low=1, printed=True, control=("int", 10, 3000, 10))
     seed: int = setting(0, "int", low=0, control=("int", 0, 20, 1))
     """The order of the batches; the initial weights' seed is ModelConfig.seed."""
     chunk_steps: int = setting(50, "int", low=1)
