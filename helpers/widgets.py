@@ -386,7 +386,7 @@ class Panel:
             trained = time.perf_counter()
             self._draw(run)
             self.net, self.history, self.compiles = net, run, compiles.count
-            self.seconds = {"train": trained - start, "draw": time.perf_counter() - trained}
+            self.seconds = {"train": trained - start, "draw": self._draw_seconds}  # the final redraw
             self.seconds["total"] = time.perf_counter() - start
             with self._lock:
                 self._finished = max(self._finished, request)
