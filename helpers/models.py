@@ -13,7 +13,12 @@ signal's second moment neither grows nor shrinks from layer to layer. Biases sta
 at scale 1, shift 0.
 
 A hidden block is ``activation(batchnorm(linear(x)))`` (the original BatchNorm paper's order); with
-``residual=True`` every block whose input and output widths match computes ``x + block(x)``. With
+``residual=True`` every block whose input and output widths match computes ``x + block(x)``, and with
+``zero_init_residual=True`` too, ``x + alpha * block(x)`` with a learnable scalar ``alpha`` per block that starts
+at 0 (SkipInit, De & Smith 2020), so that every residual block starts as the identity. Goyal et al. (2017)
+zero the scale of a ResNet block's last BatchNorm instead, but there the ReLU comes after the addition; in
+``x + relu(batchnorm(linear(x)))`` a zero BatchNorm scale would make the ReLU's input 0, where its derivative
+is 0, and the scale and shift would never receive a gradient (tested). With
 ``batchnorm=True`` the linear or convolution layers have no bias: BatchNorm subtracts the batch mean, which
 cancels any bias exactly, and its own shift takes the bias's place (as in ResNets).
 """
@@ -67,20 +72,34 @@ def _check_switches(activation: str, init: str, init_scale: float) -> None:
 
 
 class _Block(nnx.Module):
-    """activation(batchnorm(layer(x))), plus x when residual and shapes match."""
+    """activation(batchnorm(layer(x))); when residual and shapes match, x plus that (times `gate`, if gated)."""
 
-    def __init__(self, layer: nnx.Module, features: int, activation: str, batchnorm: bool, residual: bool, rngs):
+    def __init__(
+        self,
+        layer: nnx.Module,
+        features: int,
+        activation: str,
+        batchnorm: bool,
+        residual: bool,
+        rngs,
+        *,
+        gated: bool = False,
+    ):
         self.layer = layer
         self.norm = nnx.BatchNorm(features, momentum=0.9, rngs=rngs) if batchnorm else None
         self.activation = activation
         self.residual = residual
+        #: SkipInit's alpha: the residual branch's weight, learnable, starting at 0 (the block starts as identity)
+        self.gate = nnx.Param(jnp.zeros(())) if gated else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.layer(x)
         if self.norm is not None:
             h = self.norm(h)
         h = ACTIVATIONS[self.activation](h)
-        return x + h if self.residual and h.shape == x.shape else h
+        if not (self.residual and h.shape == x.shape):
+            return h
+        return x + (self.gate[...] * h if self.gate is not None else h)
 
 
 class _Net(nnx.Module):
@@ -183,6 +202,7 @@ class _Net(nnx.Module):
         init: str = "he",
         batchnorm: bool = False,
         residual: bool = False,
+        zero_init_residual: bool = False,
         rngs: nnx.Rngs,
     ):
         """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig."""
@@ -200,6 +220,7 @@ class _Net(nnx.Module):
                 batchnorm,
                 residual,
                 rngs,
+                gated=residual and zero_init_residual and (n_in if i == 0 else width) == width,
             )
             for i in range(depth)
         ]
@@ -281,7 +302,7 @@ class MLP(_Net):
 
     def __init__(self, in_features: int, depth: int, width: int, num_classes: int, **switches):
         """`in_features` inputs (the flattened image); `switches`: activation, init_scale, init, batchnorm,
-        residual and rngs (required), as in ModelConfig."""
+        residual, zero_init_residual and rngs (required), as in ModelConfig."""
         self.in_features = _positive_int("in_features", in_features)
         super().__init__(in_features, depth, width, num_classes, **switches)
 
@@ -361,6 +382,9 @@ class ModelConfig(Config):
     init_scale: float = setting(1.0, "float", low=0, above=True, printed=True, control=("log", -1, 1.5))
     batchnorm: bool = setting(False, "bool", printed=True, control=("checkbox",))
     residual: bool = setting(False, "bool", printed=True, control=("checkbox",))
+    zero_init_residual: bool = setting(False, "bool", control=("checkbox",))
+    """Every residual block starts as the identity: x + alpha * block(x), alpha learnable from 0 (SkipInit).
+    Without `residual` there are no residual blocks and it changes nothing."""
     seed: int = setting(0, "int", low=0, printed=True, control=("int", 0, 20, 1))
     """The initial weights: nnx.Rngs(seed)."""
 
@@ -393,6 +417,7 @@ class ModelConfig(Config):
             init=self.init,
             batchnorm=self.batchnorm,
             residual=self.residual,
+            zero_init_residual=self.zero_init_residual,
             rngs=rngs,
         )
         return net(net.input_of(image_shape), self.depth, self.width, num_classes, **switches)

@@ -167,3 +167,46 @@ def test_per_layer_gives_one_plain_tree_per_layer_and_inverts():
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
     assert len(per_layer(nnx.state(ModelConfig(depth=1).build((8, 8, 1)), nnx.Param))) == 2
+
+
+def _grads(model, x, y):
+    """The gradient of the mean cross-entropy with respect to every parameter, as a plain dict."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params, rest, copy=True)(x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    return nnx.to_pure_dict(jax.grad(loss)(params))
+
+
+def test_zero_init_residual_blocks_start_as_the_identity_and_learn():
+    x = jax.random.normal(jax.random.key(0), (32, 64))
+    y = jnp.arange(32) % 10
+    model = MLP(64, 4, 16, 10, batchnorm=True, residual=True, zero_init_residual=True, rngs=nnx.Rngs(0))
+    hidden = model.hidden(x)
+    for i in range(1, 4):  # every residual block passes its input through unchanged
+        np.testing.assert_array_equal(hidden[i], hidden[0])
+    g = _grads(model, x, y)["blocks"]
+    assert np.all(np.asarray(g["gate"]) != 0), "the gates receive a gradient at initialisation"
+    assert not np.any(np.asarray(g["layer"]["kernel"])), "and the kernels behind a closed gate none yet"
+    assert "gate" not in _grads(model, x, y)["first"], "the first block changes width: no skip, no gate"
+    # the switch is part of the structure, and it prints and parses back
+    config = ModelConfig(depth=4, width=16, residual=True, zero_init_residual=True)
+    assert "zero_init_residual=True" in str(config) and "zero_init_residual" not in str(ModelConfig())
+    assert ModelConfig.parse(str(config)) == config
+    # without residual there are no residual blocks, and the switch changes nothing
+    same = [ModelConfig(depth=3, width=16, zero_init_residual=z).build((8, 8, 1)) for z in (False, True)]
+    np.testing.assert_array_equal(same[0](x.reshape(-1, 8, 8, 1)), same[1](x.reshape(-1, 8, 8, 1)))
+
+
+def test_a_zero_batchnorm_scale_before_the_relu_would_never_learn():
+    """Why zero_init_residual gates the branch instead of zeroing BatchNorm's scale (Goyal et al.'s way): in
+    x + relu(BN(Wx)) a zero scale feeds the ReLU zeros, where its derivative is 0, so nothing behind it learns."""
+    x = jax.random.normal(jax.random.key(0), (32, 64))
+    y = jnp.arange(32) % 10
+    model = MLP(64, 4, 16, 10, batchnorm=True, residual=True, rngs=nnx.Rngs(0))
+    model.blocks.norm.scale[...] = jnp.zeros_like(model.blocks.norm.scale[...])
+    g = _grads(model, x, y)["blocks"]
+    assert not np.any(np.asarray(g["norm"]["scale"])) and not np.any(np.asarray(g["norm"]["bias"]))
+    assert not np.any(np.asarray(g["layer"]["kernel"]))
