@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from helpers.compiles import compiled_cache
-from helpers.models import layer_norms
+from helpers.models import layer_norms, per_layer
 
 
 def _loss_and_hidden(model: nnx.Module, x, y):
@@ -67,6 +67,35 @@ def activation_stats(model: nnx.Module, x) -> ActivationStats:
         mean=np.array([u.mean() for u in units]),
         std=np.array([u.std() for u in units]),
         dead_fraction=np.array([float(np.all(u == 0, axis=0).mean()) for u in units]),
+    )
+
+
+@dataclasses.dataclass
+class LayerValues:
+    """Every value, for histograms: each hidden block's output on a batch, and each weight kernel's gradient."""
+
+    layer_names: list[str]  # the weight layers, input -> output: the hidden blocks, then the head
+    activations: list[np.ndarray]  # one flat array per hidden block
+    grads: list[np.ndarray]  # one flat array per weight kernel (the head's last): dL/dW
+
+
+def activations_and_grads(model: nnx.Module, x, y) -> LayerValues:
+    """The values behind per-layer histograms (as in Karpathy's makemore part 3 and the UvA tutorials): every
+    hidden block's output and every kernel's gradient on the batch (x, y), in training mode, nothing updated."""
+    model.check_input(np.shape(x))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        return _loss_and_hidden(nnx.merge(graphdef, params, rest, copy=True), jnp.asarray(x), jnp.asarray(y))
+
+    (_, hidden), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    layers = per_layer(grads)
+    kernels = [layer["layer"]["kernel"] for layer in layers[:-1]] + [layers[-1]["kernel"]]
+    return LayerValues(
+        layer_names=model.layer_names(),
+        activations=[np.asarray(h).ravel() for h in hidden],
+        grads=[np.asarray(k).ravel() for k in kernels],
     )
 
 

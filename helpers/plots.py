@@ -684,3 +684,41 @@ def plot_activation_stats(stats, title: str = "") -> Figure:
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def plot_layer_histograms(values, title: str = "", layers: int = 6) -> Figure:
+    """Histograms of log10 |value| for a few layers spread from input to output: each hidden block's output
+    (left) and each kernel's gradient (right), from `diagnostics.activations_and_grads`.
+
+    On a log axis a layer that multiplies the signal by s shifts its histogram by log10(s), so geometric growth
+    with depth reads as evenly spaced curves. Exact zeros (a ReLU's inactive units) have no logarithm: the
+    legend gives their share.
+    """
+    fig = _new_figure((10.0, 3.8))
+    axes = fig.subplots(1, 2)
+    panels = [
+        (values.activations, values.layer_names[:-1], "hidden block outputs", "log10 |activation|"),
+        (values.grads, values.layer_names, "weight gradients dL/dW", "log10 |gradient|"),
+    ]
+    for ax, (arrays, names, what, xlabel) in zip(axes, panels, strict=True):
+        shown = np.unique(np.linspace(0, len(arrays) - 1, min(layers, len(arrays))).round().astype(int))
+        colors = colormaps[LAYER_CMAP](np.linspace(0, 0.9, len(shown)))
+        for i, color in zip(shown, colors, strict=True):
+            a = np.abs(np.asarray(arrays[i], dtype=np.float64))
+            nonzero = a[(a > 0) & np.isfinite(a)]
+            zeros = f", {np.mean(a == 0):.0%} zero" if np.any(a == 0) else ""
+            if nonzero.size:
+                ax.hist(
+                    np.log10(nonzero),
+                    bins=60,
+                    density=True,
+                    histtype="step",
+                    lw=1.3,
+                    color=color,
+                    label=f"{names[i]}{zeros}",
+                )
+        ax.set(title=what, xlabel=xlabel, ylabel="density")
+        ax.legend(fontsize=7, title=LAYER_AXIS, title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers.diagnostics import activation_stats, layer_grad_norms, relu_gain_per_layer
+from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms, relu_gain_per_layer
 from helpers.models import ModelConfig
 
 
@@ -39,3 +39,14 @@ def test_activation_stats_count_dead_units(small):
     assert stats.layer_names == ["dense0", "dense1"]
     assert stats.dead_fraction[1] == pytest.approx((naturally_dead + 3) / 8)
     assert stats.std.shape == (2,) and np.all(stats.std > 0)
+
+
+def test_activations_and_grads_give_every_value_in_layer_order(small):
+    """The histogram values agree with the per-layer norms and statistics measured separately."""
+    model = ModelConfig(depth=4, width=16, init_scale=1.5).build(small.image_shape)
+    x, y = small.x_train[:64], small.y_train[:64]
+    values = activations_and_grads(model, x, y)
+    assert values.layer_names == model.layer_names() and len(values.activations) == 4 and len(values.grads) == 5
+    assert [g.size for g in values.grads] == [k.size for k in model.kernels()]
+    np.testing.assert_allclose([np.linalg.norm(g) for g in values.grads], layer_grad_norms(model, x, y), rtol=1e-5)
+    np.testing.assert_allclose([a.std() for a in values.activations], activation_stats(model, x).std, rtol=1e-5)

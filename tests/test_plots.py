@@ -13,7 +13,7 @@ from IPython.core.formatters import PNGFormatter
 from matplotlib.colors import to_rgb
 
 from helpers import plots
-from helpers.diagnostics import ActivationStats
+from helpers.diagnostics import ActivationStats, LayerValues
 from helpers.models import ModelConfig
 from helpers.train import History, SeedRuns, TrainConfig
 
@@ -387,3 +387,23 @@ def test_dashboard_follows_seed_runs_live(fake_ipython):
         partial = [prefix(h, k) for h in full.histories]
         dash.update(SeedRuns(full.model_config, full.config, full.seeds, partial))
     assert dash.redraws == 3 and "2 seeds, none diverged" in dash.figure._suptitle.get_text()
+
+
+def test_layer_histograms_shift_by_the_growth_per_layer_and_count_zeros():
+    """A layer whose values are 10x the previous one's is drawn one unit to the right on the log10 axis."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(4000)
+    acts = [np.where(base > 0, base, 0) * 10.0**i for i in range(3)]  # ReLU-like: half exact zeros
+    values = LayerValues(["dense0", "dense1", "dense2", "head"], acts, [base * 10.0**-i for i in range(4)])
+    fig = plots.plot_layer_histograms(values, "histograms", layers=3)
+    left, right = fig.axes
+    assert [ax.get_xlabel() for ax in fig.axes] == ["log10 |activation|", "log10 |gradient|"]
+    assert all(ax.get_title() and ax.get_ylabel() == "density" for ax in fig.axes)
+    labels = left.get_legend_handles_labels()[1]
+    assert len(labels) == 3 and all(
+        "50% zero" in label or "49% zero" in label or "51% zero" in label for label in labels
+    )
+    peaks = [p.get_path().vertices[:, 0][np.argmax(p.get_path().vertices[:, 1])] for p in left.patches]
+    np.testing.assert_allclose(np.diff(peaks), 1.0, atol=0.15)
+    shown = right.get_legend_handles_labels()[1]
+    assert len(shown) == 3 and shown[0] == "dense0" and shown[-1] == "head"  # 3 of 4, first and last kept
