@@ -85,18 +85,23 @@ def activations_and_grads(model: nnx.Module, x, y) -> LayerValues:
     model.check_input(np.shape(x))
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def loss(params):
-        return _loss_and_hidden(nnx.merge(graphdef, params, rest, copy=True), jnp.asarray(x), jnp.asarray(y))
-
-    (_, hidden), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    layers = per_layer(grads)
-    kernels = [layer["layer"]["kernel"] for layer in layers[:-1]] + [layers[-1]["kernel"]]
+    hidden, kernels = _values(graphdef)(params, rest, jnp.asarray(x), jnp.asarray(y))
     return LayerValues(
         layer_names=model.layer_names(),
         activations=[np.asarray(h).ravel() for h in hidden],
         grads=[np.asarray(k).ravel() for k in kernels],
     )
+
+
+@compiled_cache
+def _values(graphdef):
+    def values(params, rest, x, y):
+        loss = lambda p: _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), x, y)  # noqa: E731
+        (_, hidden), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        layers = per_layer(grads)
+        return hidden, [layer["layer"]["kernel"] for layer in layers[:-1]] + [layers[-1]["kernel"]]
+
+    return jax.jit(values)
 
 
 def relu_gain_per_layer(init_scale: float) -> float:
