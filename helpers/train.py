@@ -39,6 +39,7 @@ __all__ = [
     "SeedRuns",
     "TrainConfig",
     "adaptive_grad_clip",
+    "batch_indices",
     "evaluate",
     "hyperparameters",
     "is_compiled",
@@ -178,6 +179,11 @@ def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray
     idx = np.concatenate(epochs).reshape(-1, batch_size)[:steps].astype(np.int32)
     idx.setflags(write=False)
     return idx
+
+
+def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """The example indices of a run's batches, (steps, batch_size): what `train` uses for `TrainConfig.seed`."""
+    return _batch_indices(n, batch_size, steps, seed)
 
 
 def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_chunk=None) -> History:
