@@ -82,7 +82,7 @@ class TrainConfig(Config):
     """Skip steps whose gradient is not finite (optax.apply_if_finite) instead of stopping."""
     devices: int = setting(1, "int", low=1)
     """Data parallelism: each batch split over the first `devices` devices, parameters replicated (helpers.devices)."""
-    sync_batchnorm: bool = setting(True, "bool")
+    sync_batchnorm: bool = setting(True, "bool", control=("checkbox",))
     """With devices > 1: BatchNorm statistics over the whole batch (True) or over each device's rows (False)."""
 
     def __post_init__(self):

@@ -59,6 +59,7 @@ from helpers.models import ModelConfig
 from helpers.plots import COLORS
 from helpers.step import loss_and_grads
 from helpers.train import SEEDS, TrainConfig, batch_indices, evaluate, mean_range, train, train_seeds
+from helpers.widgets import panel
 
 data = load_digits(seed=0)
 NET = ModelConfig(depth=8, width=64)  # He-initialised ReLU MLP (notebook 02)
@@ -330,7 +331,7 @@ assert acc_global.min() > acc_device.max() + 0.03, (
 # same losses, to float32 rounding:
 
 # %%
-h8 = train(NET.build(data.image_shape), data, SGD.replace(devices=8))
+h8 = train(NET.build(data.image_shape), data, SGD.replace(devices=8, steps=20))
 idx0 = batch_indices(len(data.x_train), SGD.batch_size, SGD.steps, 0)
 _, (_, losses0) = sgd_runs[False](nnx.state(NET.build(data.image_shape)), data.x_train[idx0], data.y_train[idx0])
 first_20 = float(np.max(np.abs(h8.loss[:20] / np.asarray(losses0[:20]) - 1)))
@@ -486,7 +487,26 @@ assert acc_bn[True].min() > acc_bn[False].max() + 0.04, f"synchronized should wi
 # rows to keep it busy.
 
 # %% [markdown]
-# ## 6. Exercises
+# ## 6. Explore
+#
+# The panel trains the BatchNorm network on 8 devices (one seed, 150 steps, a few seconds) after every change.
+# Tick `sync_batchnorm` and compare the dashboards: the gradient norm and the loss are noisier with per-device
+# statistics. The first tick compiles the other program (a few seconds); after that both are cached. Move `lr` or
+# `clip_norm`: nothing compiles. Each run is one seed: check a difference you see here on several seeds with
+# `train_seeds`.
+
+# %% tags=["nbval-ignore-output"]
+explore = panel(
+    data,
+    model=BN,
+    config=TrainConfig(lr=0.05, clip_norm=1.0, steps=150, devices=8, sync_batchnorm=False),
+    controls=["sync_batchnorm", "lr", "clip_norm", "seed"],
+    title="6 x 64 BatchNorm MLP, batches of 64 split over 8 devices",
+)
+explore
+
+# %% [markdown]
+# ## 7. Exercises
 #
 # **1.** Write the step's clipping the right way round. `clip_across_devices(grads, max_norm)` runs on every
 # device with that device's own gradient `grads` (a pytree); it must return the global-norm clipped mean
