@@ -62,8 +62,9 @@ def test_devices_and_sync_batchnorm_print_and_parse_back():
 
 
 @needs_8
-@pytest.mark.parametrize("devices", [2, 8])
-@pytest.mark.parametrize("model_config", [BN, ModelConfig(kind="cnn", depth=2, width=8, batchnorm=True)])
+@pytest.mark.parametrize(
+    "model_config, devices", [(BN, 2), (BN, 8), (ModelConfig(kind="cnn", depth=2, width=8, batchnorm=True), 8)]
+)
 def test_synchronized_batchnorm_on_n_devices_reproduces_one_device(small, model_config, devices):
     """Same losses, gradient norms (what clipping sees), per-layer diagnostics and clipped steps, to float32
     rounding: the batch is split, nothing else changes."""
