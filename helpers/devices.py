@@ -62,6 +62,10 @@ def per_device(mesh: Mesh, loss_and_grads):
     each device's own gradient before a `pmean` would be another update: notebook 11 measures it.) The running
     statistics become the devices' average.
 
+    Why average the loss rather than the gradients: under `shard_map` (with its default `check_vma=True`) the
+    gradient with respect to replicated parameters comes out already combined across devices, as a *sum*; with the
+    loss averaged first, that sum is the mean gradient.
+
     Why `shard_map` and not a reshape of the batch into (devices, rows) inside BatchNorm: it is how real per-device
     code is written (each device runs the program on its shard), and it needs no change to the model.
     """
