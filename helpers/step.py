@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from helpers.compiles import compiled_cache
+from helpers.devices import batch_sharded, make_mesh, per_device, replicated
 from helpers.models import layer_norms
 from helpers.optimizer import adaptive_grad_clip, inject_state, kernel_mask, make_optimizer, warmup_factor
 
@@ -34,6 +35,8 @@ class Spec(NamedTuple):
     clip_mode: str | None  # None: no clipping
     skip_nonfinite: bool
     scan: bool  # a chunk of steps inside one lax.scan (else one step per call)
+    devices: int = 1  # the batch sharded over this many devices (helpers.devices)
+    sync_batchnorm: bool = True  # BatchNorm statistics over the whole batch (else per device)
 
 
 class StepMetrics(NamedTuple):
@@ -54,13 +57,18 @@ class StepMetrics(NamedTuple):
 _SCALARS = StepMetrics._fields[:7]
 
 
-def loss_and_grads(graphdef, params, rest, x, y):
+def loss_and_grads(graphdef, params, rest, x, y, axis_name: str | None = None):
     """Mean softmax cross-entropy on the batch, the model's new non-parameter state (BatchNorm's running
-    statistics), and the gradient with respect to the parameters."""
+    statistics), and the gradient with respect to the parameters.
+
+    `axis_name`: called on one device's rows inside `jax.shard_map` (helpers.devices.per_device); the loss is then
+    the mean over every device's rows, so the gradient is the global one."""
 
     def loss_fn(params):
         model = nnx.merge(graphdef, params, rest, copy=True)
         loss = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        if axis_name is not None:
+            loss = jax.lax.pmean(loss, axis_name)
         return loss, nnx.split(model, nnx.Param, ...)[2]
 
     (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -115,17 +123,19 @@ def choose(new, old, flag):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
-def make_step(graphdef, spec: Spec, tx):
+def make_step(graphdef, spec: Spec, tx, mesh=None):
     """step((params, rest, opt_state, stopped), (x, y, active)) -> (new carry, packed StepMetrics).
 
     A step that is not `ok` changes nothing and sets `stopped`, after which every step changes nothing: a run
     that diverged keeps the parameters from before its divergence. `active` False marks padding steps.
+    `mesh`: the devices of a data-parallel run (`spec.devices` > 1), for per-device BatchNorm statistics.
     """
+    forward_backward = loss_and_grads if spec.sync_batchnorm else per_device(mesh, loss_and_grads)
 
     def step(carry, batch):
         params, rest, opt_state, stopped = carry
         x, y, active = batch
-        loss, new_rest, grads = loss_and_grads(graphdef, params, rest, x, y)
+        loss, new_rest, grads = forward_backward(graphdef, params, rest, x, y)
         hp = inject_state(opt_state).hyperparams
         reported = with_l2(grads, params, hp["l2"])
         grad_norm = optax.tree.norm(reported)
@@ -190,13 +200,25 @@ def compiled_chunk(graphdef, spec: Spec):
 
     run(carry, x_all, y_all, idx, active) -> (carry, packed metrics): a chunk of steps (or one, without scan) on
     the batches `x_all[idx]`, carry donated. init(params, hyperparameters) -> the optimizer's first state.
+
+    With `spec.devices` > 1 the carry and the data set are replicated over a mesh of that many devices (the caller
+    puts them there, `helpers.devices.replicated`) and each batch is sharded over it: `jax.jit` then runs the same
+    program on every device on its rows, and reduces across devices wherever the step reduces over the batch.
     """
+    mesh = make_mesh(spec.devices) if spec.devices > 1 else None
 
     def run(carry, x_all, y_all, idx, active):
-        step = make_step(graphdef, spec, optimizer_for(spec, carry[0]))
-        if spec.scan:  # the chunk's batches gathered at once, outside the loop
-            return jax.lax.scan(step, carry, (x_all[idx], y_all[idx], active))
-        return step(carry, (x_all[idx], y_all[idx], active))
+        step = make_step(graphdef, spec, optimizer_for(spec, carry[0]), mesh)
+        x, y = x_all[idx], y_all[idx]  # the chunk's batches gathered at once, outside the loop
+        if mesh is not None:  # (steps,) batch, ... or batch, ...: rows split over the devices
+            x, y = (jax.lax.with_sharding_constraint(a, batch_sharded(mesh, idx.ndim - 1)) for a in (x, y))
+        if spec.scan:
+            carry, metrics = jax.lax.scan(step, carry, (x, y, active))
+        else:
+            carry, metrics = step(carry, (x, y, active))
+        if mesh is not None:  # the next call then finds its arguments where this one did: no recompilation
+            carry = jax.lax.with_sharding_constraint(carry, replicated(mesh))
+        return carry, metrics
 
     def init(params, hyperparams):
         """`tx.init` with these hyperparameter values: one compiled call instead of a dozen eager ones."""

@@ -28,6 +28,7 @@ from flax import nnx
 
 from helpers.compiles import compiled_cache
 from helpers.config import Config, setting
+from helpers.devices import check_devices, make_mesh, replicated
 from helpers.models import CNN
 from helpers.optimizer import adaptive_grad_clip, hyperparameters, make_optimizer, warmup_factor
 from helpers.step import REASONS, Spec, compiled_chunk, unpack
@@ -38,6 +39,7 @@ __all__ = [
     "SeedRuns",
     "TrainConfig",
     "adaptive_grad_clip",
+    "batch_indices",
     "evaluate",
     "hyperparameters",
     "is_compiled",
@@ -78,6 +80,18 @@ class TrainConfig(Config):
     """Steps per compiled call (MLP) and per `on_chunk` report."""
     skip_nonfinite: bool = setting(False, "bool")
     """Skip steps whose gradient is not finite (optax.apply_if_finite) instead of stopping."""
+    devices: int = setting(1, "int", low=1)
+    """Data parallelism: each batch split over the first `devices` devices, parameters replicated (helpers.devices)."""
+    sync_batchnorm: bool = setting(True, "bool", control=("checkbox",))
+    """With devices > 1: BatchNorm statistics over the whole batch (True) or over each device's rows (False)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batch_size % self.devices:
+            raise ValueError(
+                f"devices must divide batch_size (each device gets batch_size / devices examples), "
+                f"got devices={self.devices}, batch_size={self.batch_size}"
+            )
 
 
 @dataclasses.dataclass
@@ -128,7 +142,9 @@ def _spec(model: nnx.Module, config: TrainConfig) -> Spec:
     steps inside one `lax.scan`; a CNN runs one step per call, because XLA:CPU runs a convolution's gradient
     inside a loop 20-70x slower than outside one (jax-ml/jax#12868; measured in benchmarks/)."""
     clip_mode = config.clip_mode if config.clip_norm is not None else None
-    return Spec(config.optimizer, clip_mode, config.skip_nonfinite, scan=not isinstance(model, CNN))
+    sync = config.sync_batchnorm or config.devices == 1  # on one device, both are the same program
+    scan = not isinstance(model, CNN)
+    return Spec(config.optimizer, clip_mode, config.skip_nonfinite, scan, config.devices, sync)
 
 
 def is_compiled(model: nnx.Module, config: TrainConfig) -> bool:
@@ -165,6 +181,11 @@ def _batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray
     return idx
 
 
+def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """The example indices of a run's batches, (steps, batch_size): what `train` uses for `TrainConfig.seed`."""
+    return _batch_indices(n, batch_size, steps, seed)
+
+
 def train(model: nnx.Module, data, config: TrainConfig = TrainConfig(), *, on_chunk=None) -> History:
     """Train `model` in place on `data.x_train, data.y_train`; never raises on divergence (see History).
 
@@ -194,6 +215,7 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
         raise ValueError(f"data: need one integer label in [0, {num_classes}) per example")
     if config.batch_size > len(x):
         raise ValueError(f"batch_size must be <= the number of training examples ({len(x)}), got {config.batch_size}")
+    check_devices(config.devices)
 
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -206,6 +228,9 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
     active = (np.arange(n_chunks * chunk) < config.steps).reshape(n_chunks, chunk)
     carry = (params, rest, init_optimizer(params, hyperparameters(config)), jnp.array(False))
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    if config.devices > 1:  # every device holds the parameters and the data set; `runner` splits each batch
+        on_mesh = replicated(make_mesh(config.devices))
+        carry, x_dev, y_dev = jax.device_put((carry, x_dev, y_dev), on_mesh)
     rows: list[tuple[np.ndarray, np.ndarray]] = []
 
     def dispatch(c, carry):
@@ -241,6 +266,8 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
                 if history.diverged_at is not None:
                     return
         finally:
+            if config.devices > 1:  # the model leaves as it came, on the default device
+                carry = jax.device_put(carry, jax.devices()[0])
             nnx.update(model, carry[0], carry[1])
 
     return run()

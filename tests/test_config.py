@@ -26,7 +26,12 @@ def values(field: Field):
 
 
 def configs(cls):
-    return st.builds(cls, **{name: values(field) for name, field in fields(cls).items()})
+    def build(kwargs):
+        if "devices" in kwargs:  # the one rule across fields: devices divides batch_size
+            kwargs["batch_size"] *= kwargs["devices"]
+        return cls(**kwargs)
+
+    return st.fixed_dictionaries({name: values(field) for name, field in fields(cls).items()}).map(build)
 
 
 @settings(max_examples=300, deadline=None)
