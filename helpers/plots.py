@@ -687,7 +687,7 @@ def plot_activation_stats(stats, title: str = "") -> Figure:
 
 
 def plot_layer_histograms(values, title: str = "", layers: int = 6) -> Figure:
-    """Histograms of log10 |value| for a few layers spread from input to output: each hidden block's output
+    """Histograms of `log10 |value|` for a few layers spread from input to output: each hidden block's output
     (left) and each kernel's gradient (right), from `diagnostics.activations_and_grads`.
 
     On a log axis a layer that multiplies the signal by s shifts its histogram by log10(s), so geometric growth
