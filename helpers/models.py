@@ -50,9 +50,23 @@ INITS: dict[str, tuple[float, str]] = {
 
 
 def kernel_init(init: str = "he", init_scale: float = 1.0) -> nnx.Initializer:
-    """Normal initializer with Var(W) = init_scale^2 * gain / fan (see the module docstring)."""
+    """Normal initializer with Var(W) = init_scale^2 * gain / fan (see the module docstring).
+
+    The same numbers as `jax.nn.initializers.variance_scaling(init_scale**2 * gain, mode, "normal")` (tested: the
+    same expression, drawn flat, and threefry numbers an array's elements in flat order), but quicker to make:
+    XLA:CPU takes seconds to compile the draw for some kernel shapes (3.5-4.8 s for 3x3x16x16, 0.2 s flat).
+    """
     gain, mode = INITS[init]
-    return jax.nn.initializers.variance_scaling(init_scale**2 * gain, mode, "normal")
+    scale = init_scale**2 * gain
+
+    def init_fn(key, shape, dtype=jnp.float32):
+        receptive = math.prod(shape[:-2])  # a kernel is (..., fan in, fan out), its receptive field before
+        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        fan = fan_in if mode == "fan_in" else (fan_in + fan_out) / 2
+        stddev = jnp.sqrt(jnp.array(scale / fan, dtype))
+        return jax.nn.initializers.normal(stddev)(key, (math.prod(shape),), dtype).reshape(shape)
+
+    return init_fn
 
 
 def _positive_int(name: str, value: int) -> int:
