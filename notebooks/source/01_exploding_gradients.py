@@ -32,10 +32,10 @@ import numpy as np
 import optax
 
 from helpers.data import load_digits
-from helpers.diagnostics import activation_stats, layer_grad_norms
+from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms
 from helpers.exercises import exploding as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, LAYER_AXIS, Dashboard, compare_histories, series
+from helpers.plots import COLORS, LAYER_AXIS, Dashboard, compare_histories, plot_layer_histograms, series
 from helpers.train import SEEDS, TrainConfig, train_seeds
 from helpers.widgets import panel
 
@@ -476,6 +476,56 @@ assert 11 < decades < 12, f"the measured values should span almost twelve decade
 assert 520 < growth_30 < 620, (
     f"depth 30, 1.0 -> 1.2 should multiply the first-layer gradient by about 570, got {growth_30:.0f}"
 )
+
+# %% [markdown]
+# The same network at `init_scale = 1.2` as histograms, the picture Karpathy and the UvA tutorials draw: the
+# distribution of every value of a few layers' outputs and kernel gradients, on a log axis. Multiplying by 1.2
+# per layer moves a layer's histogram right by $\log_{10} 1.2 \approx 0.079$, so six layers apart the curves
+# sit 0.48 apart, evenly spaced. The kernel gradients, as in the profile above, stay at one height.
+
+# %%
+values_12 = activations_and_grads(ModelConfig(depth=DEPTH, width=WIDTH, init_scale=1.2).build(data.image_shape), x, y)
+plot_layer_histograms(values_12, f"ReLU MLP, depth {DEPTH}, init_scale 1.2, at initialisation, 256 digits")
+
+# %% tags=["nbval-ignore-output"]
+medians = np.array([np.median(np.log10(a[a > 0])) for a in values_12.activations])
+shift = np.polyfit(np.arange(DEPTH), medians, 1)[0]
+print(f"median log10|h_l| moves by {shift:.4f} per layer (log10 1.2 = {np.log10(1.2):.4f})")
+
+# %% jupyter={"source_hidden": true}
+# Check: the histograms move by log10(1.2) per layer, within 3 %.
+assert abs(shift / np.log10(1.2) - 1) < 0.03, f"expected {np.log10(1.2):.4f} per layer, measured {shift:.4f}"
+
+# %% [markdown]
+# ## Before any training: the loss at step 0
+#
+# One check costs nothing and catches a bad initialisation before a single step (Karpathy's first check in
+# makemore part 3). A network that knows nothing should spread its bets evenly over the 10 classes, probability
+# 1/10 each, for a cross-entropy of $-\ln\tfrac1{10} = \ln 10 \approx 2.30$. A loss far above that means large
+# initial logits: the network is confidently wrong before it has learned anything. The loss at initialisation on
+# our 256 digits, for each `init_scale` above, on 5 seeds:
+
+# %% tags=["nbval-ignore-output"]
+init_loss = {}
+for s in scales:
+    nets = ModelConfig(depth=DEPTH, width=WIDTH, init_scale=s).build_seeds(SEEDS, data.image_shape)
+    init_loss[s] = np.array([optax.softmax_cross_entropy_with_integer_labels(net(x), y).mean() for net in nets])
+print(f"ln 10 = {np.log(10):.3f}")
+print("\n".join(f"init_scale {s}: loss at step 0 from {v.min():.4g} to {v.max():.4g}" for s, v in init_loss.items()))
+
+# %% [markdown]
+# Below 1 the loss is $\ln 10$ to the second decimal on every seed: the logits have shrunk by $s^{31}$ to almost
+# nothing (and so have the gradients). At 1.0 it is a little above (2.3 to 2.7): the logits are of order 1. At
+# 1.1, only 10 % above He's scale, it is already 8 to 31, and at 1.2 it is in the hundreds: the logits are
+# $1.1^{31} \approx 19$ and $1.2^{31} \approx 280$ times those at 1.0. Such a run has to undo its
+# initialisation before it can learn anything, and at 1.2 it does not get that far.
+
+# %% jupyter={"source_hidden": true}
+# Check: the initial loss against ln 10, on every seed.
+for s, (low, high) in {0.8: (2.29, 2.32), 0.9: (2.29, 2.32), 1.0: (2.3, 2.7), 1.1: (7, 35), 1.2: (100, 500)}.items():
+    assert low < init_loss[s].min() and init_loss[s].max() < high, (
+        f"init_scale {s}: the loss at step 0 should lie between {low} and {high} on every seed; got {init_loss[s]}"
+    )
 
 # %% [markdown]
 # ## Training: the loss becomes NaN within a few steps
