@@ -22,7 +22,6 @@ def test_kernel_variance_is_init_scale_squared_times_gain_over_fan(init, gain, f
     assert 0.001 < np.mean(np.abs(w) > 3 * math.sqrt(expected)) < 0.005
 
 
-
 @pytest.mark.parametrize("init", ["he", "lecun", "xavier"])
 @pytest.mark.parametrize("shape", [(3, 3, 16, 16), (3, 3, 1, 32), (64, 10), (5, 7)])
 def test_kernel_init_draws_exactly_what_the_library_draws(init, shape):
@@ -30,6 +29,7 @@ def test_kernel_init_draws_exactly_what_the_library_draws(init, shape):
     library = jax.nn.initializers.variance_scaling(1.5**2 * gain, mode, "normal")
     key = jax.random.key(7)
     np.testing.assert_array_equal(kernel_init(init, 1.5)(key, shape), library(key, shape))
+
 
 @pytest.mark.slow
 def test_conv_fan_in_counts_the_receptive_field():
