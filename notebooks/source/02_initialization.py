@@ -18,7 +18,8 @@
 # The three classic initialisations, LeCun, Xavier/Glorot and He, come from one variance argument applied to
 # different activations. After this notebook you can derive each of them, say which activation it is for,
 # predict layer by layer what a 50-layer network does to its signal and its gradient at initialisation, and
-# pick the `init_scale` at which a deep network is critical: neither exploding nor vanishing.
+# pick the `init_scale` at which a deep network is critical: neither exploding nor vanishing. On the way: why the
+# weights must be random at all, and what orthogonal weights add that no variance rule can.
 
 # %%
 # On Colab, install this course's helpers (elsewhere `make lab` has, and this line does nothing).
@@ -60,6 +61,83 @@ print(f"{len(data.x_train)} training digits; a batch x of shape {x.shape}")
 # | LeCun | $1/\text{fan\_in}$ | LeCun et al. 1998, "Efficient BackProp" |
 # | Xavier / Glorot | $2/(\text{fan\_in} + \text{fan\_out})$ | Glorot & Bengio 2010 |
 # | He / Kaiming | $2/\text{fan\_in}$ | He et al. 2015 |
+
+# %% [markdown]
+# ## Why random at all? Zero and constant weights
+#
+# Every rule below draws the weights at random. Why not start them all at 0, or all at one small constant?
+# Because of **symmetry**. If every unit of a layer has the same incoming and outgoing weights, every unit
+# computes the same output, receives the same gradient, takes the same step, and so stays identical to the
+# others forever: a layer of 32 such units is one unit, copied 32 times. All-zero weights are worse still: with
+# ReLU every hidden output is 0, so every kernel gradient is exactly 0 (each is a product with a zero factor)
+# and only the head's bias can learn. Random draws break the symmetry (d2l.ai, "Numerical Stability and
+# Initialization").
+#
+# A 3-layer ReLU MLP (64 -> 32 -> 32 -> 10) by hand, trained by full-batch gradient descent (`lr=0.5`, 300
+# steps) on the 256 digits, from three starts:
+
+# %%
+SIZES = [64, 32, 32, 10]
+
+
+def forward(params, x):
+    """The MLP: relu(h W + b) for each hidden layer, then the head's logits."""
+    for W, b in params[:-1]:
+        x = jax.nn.relu(x @ W + b)
+    W, b = params[-1]
+    return x @ W + b
+
+
+def mlp_loss(params):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
+
+
+@jax.jit
+def descend(params):
+    """300 steps of gradient descent, lr 0.5, on the whole batch."""
+    step = lambda p, _: (jax.tree.map(lambda w, g: w - 0.5 * g, p, jax.grad(mlp_loss)(p)), None)  # noqa: E731
+    return jax.lax.scan(step, params, None, length=300)[0]
+
+
+STARTS = {  # each kernel's initial values, given its shape (fan_in, fan_out) and its layer index
+    "all zero": lambda shape, i: jnp.zeros(shape),
+    "all 0.1": lambda shape, i: jnp.full(shape, 0.1),
+    "He (random)": lambda shape, i: jax.random.normal(jax.random.key(i), shape) * jnp.sqrt(2 / shape[0]),
+}
+x_test = jnp.asarray(data.x_test.reshape(len(data.x_test), -1))
+symmetry = {}
+for name, start in STARTS.items():
+    params = [(start((m, n), i), jnp.zeros(n)) for i, (m, n) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True))]
+    grads0 = [float(jnp.linalg.norm(g)) for g, _ in jax.grad(mlp_loss)(params)]
+    trained = descend(params)
+    spread = max(float(jnp.max(jnp.abs(W - W[:, :1]))) for W, _ in trained[:-1])  # largest gap between units
+    accuracy = float(np.mean(np.argmax(np.asarray(forward(trained, x_test)), axis=1) == data.y_test))
+    symmetry[name] = grads0, spread, accuracy
+    print(
+        f"{name:12} step-0 gradient norm per kernel {np.array2string(np.array(grads0), precision=2):28} after "
+        f"training: largest difference between two units' weights {spread:.3g}, test accuracy {accuracy:.1%}"
+    )
+most_common = np.mean(data.y_test == np.bincount(data.y_train[:256]).argmax())
+print(f"always answering the most common class of the 256 digits: {most_common:.1%}")
+
+# %% [markdown]
+# - **All zero**: every kernel's gradient is exactly 0, and after 300 steps no weight has moved. The network
+#   answers the class it saw most often.
+# - **All 0.1**: the units of each hidden layer stay *exactly* equal through training. Worse, the head starts
+#   with the same weights for every class, so it sends back a gradient of $\sum_k (p_k - y_k)\,w = 0$ (up to
+#   rounding, $10^{-7}$): the hidden layers barely learn, and the network is no better than the all-zero one.
+# - **He (random)**: the same network trains to over 95%.
+#
+# So the weights must be random; the rest of this notebook is about how large.
+
+# %% jupyter={"source_hidden": true}
+# Checks: exact zeros and exact ties (symmetry is exact math, kept exactly by the same sums in the same order).
+(zero_g, zero_spread, zero_acc), (const_g, const_spread, const_acc), (he_g, he_spread, he_acc) = symmetry.values()
+assert zero_g == [0.0, 0.0, 0.0] and zero_spread == 0, f"all zero: gradients {zero_g}, spread {zero_spread}"
+assert const_spread == 0, f"all 0.1: the units of a layer should stay identical, differ by {const_spread}"
+assert max(const_g[:2]) < 1e-5 < const_g[2], f"all 0.1: only the head should get a real gradient: {const_g}"
+assert zero_acc == const_acc == most_common, f"zero and constant starts should be at chance: {zero_acc}, {const_acc}"
+assert he_acc > 0.95 and he_spread > 0.1, f"He: should train to over 95% ({he_acc:.1%}), its units differing"
 
 # %% [markdown]
 # ## Variance propagation, forward and backward
@@ -431,6 +509,112 @@ tanh_edge = [helper_ratio[(rule, "tanh")] for rule in ("lecun", "xavier")]
 assert all(abs(r - 1.22) < 0.01 for r in tanh_edge), f"tanh + LeCun / Xavier should both be at x1.22, got {tanh_edge}"
 
 # %% [markdown]
+# ## Orthogonal weights: the whole spectrum, not only the norm
+#
+# Mean-field theory tracks one number per layer, the norm, and the 8-network average follows it. But
+# backpropagation multiplies the gradient by the network's Jacobian $J = \partial h_{50} / \partial h_1$, a
+# 128 x 128 matrix, and a norm that is right on average can hide a Jacobian that crushes most directions and
+# stretches a few. Saxe et al. (2014) showed that in a deep *linear* network, orthogonal weight matrices (all
+# singular values 1, so $\|hW\| = \|h\|$ for every $h$) make every singular value of $J$ equal to 1:
+# **dynamical isometry**. Pennington et al. (2017) showed that tanh near its critical point can get close to
+# it with orthogonal weights, and ReLU cannot, whatever the weights.
+#
+# We measure the singular values of $J$ at one digit, for layers 2-50 of 4 of the networks above (the same
+# Gaussian draws, at the critical variance $\sigma^2$: 1 for linear and tanh, 2 for ReLU) and of 4 networks
+# whose hidden kernels are orthogonal matrices from `jax.nn.initializers.orthogonal`, times $\sigma$.
+
+# %%
+ISO_NETS = 4
+critical_gain = {"linear": 1.0, "tanh": 1.0, "relu": 2.0}  # sigma^2 that makes each activation critical
+iso_activations = {"linear": lambda z: z, "tanh": jnp.tanh, "relu": jax.nn.relu}
+hidden_kernels = {
+    "Gaussian": jnp.stack([d[:ISO_NETS] / np.sqrt(WIDTH) for d in draws[1:-1]], axis=1),  # (nets, 49, 128, 128)
+    "orthogonal": jax.vmap(jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (WIDTH, WIDTH))))(
+        jax.random.split(jax.random.key(0), (ISO_NETS, DEPTH - 1))
+    ),
+}
+
+
+def jacobian_singular_values(W1, Ws, activation, gain):
+    """Singular values of d h_50 / d h_1 at the first digit, for one network: its first kernel W1 (standard
+    normal draws, scaled here) and its 49 hidden 128 x 128 kernels Ws (already of variance 1 / 128)."""
+    act = iso_activations[activation]
+    h1 = act(x[0] @ (jnp.sqrt(gain / x.shape[1]) * W1))
+
+    def layers_2_to_50(h):
+        for W in Ws:
+            h = act(h @ (jnp.sqrt(gain) * W))
+        return h
+
+    return jnp.linalg.svd(jax.jacfwd(layers_2_to_50)(h1), compute_uv=False)
+
+
+singular = jax.jit(jax.vmap(jacobian_singular_values, in_axes=(0, 0, None, None)), static_argnums=2)
+spectra = {  # both kinds share the Gaussian first layer of the networks above
+    (act, kind): np.asarray(singular(draws[0][:ISO_NETS], Ws, act, critical_gain[act]))
+    for act in iso_activations
+    for kind, Ws in hidden_kernels.items()
+}
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), dpi=90, sharey=True, layout="constrained")
+bins = np.linspace(-12, 1.5, 55)
+for ax, act in zip(axes, iso_activations, strict=True):
+    for kind, color in zip(hidden_kernels, series(2), strict=True):
+        logs = np.log10(np.maximum(spectra[act, kind], 1e-12)).ravel()  # exact zeros (ReLU) drawn at -12
+        ax.hist(logs, bins=bins, histtype="step", lw=1.5, color=color, density=True, label=f"{kind} ({ISO_NETS} nets)")
+    ax.axvline(0, ls="--", color=COLORS["theory"], lw=1, label="isometry: all at 1")
+    ax.set(title=f"{act}, sigma^2 = {critical_gain[act]:g}", xlabel="log10 singular value of dh_50/dh_1")
+axes[0].set_ylabel("density")
+axes[0].legend(fontsize=7, loc="upper left")
+fig.suptitle(f"The Jacobian of layers 2-50 at initialisation, width {WIDTH}, one digit")
+plt.show()
+
+# %% tags=["nbval-ignore-output"]
+print("activation  weights      singular values (4 networks):  RMS     median    smallest  largest  below 1e-12")
+for (act, kind), s in spectra.items():
+    print(
+        f"{act:10}  {kind:11}  {' ':30}{np.sqrt(np.mean(s**2)):6.3g}  {np.median(s):8.2g}  {s.min():8.2g}  "
+        f"{s.max():8.3g}  {np.mean(s < 1e-12):10.0%}"
+    )
+
+# %% [markdown]
+# - **Linear, Gaussian**: the RMS of the singular values is about 1, exactly what mean-field theory promises, yet
+#   the median singular value is below $10^{-6}$: most directions of the gradient are crushed by a factor of
+#   over a million, a few are stretched. The single-network scatter of the sections above is this spread, seen through
+#   one norm.
+# - **Linear, orthogonal**: every singular value is 1, to rounding. This is Saxe et al.'s isometry: a
+#   gradient reaches layer 1 with its norm *and its direction* intact.
+# - **tanh, orthogonal**: not exact, but close: every singular value within two decades (from 0.007 to 0.4,
+#   below 1 because at $\sigma^2 = 1$ tanh's signal slowly shrinks), against ten decades with Gaussian weights.
+# - **ReLU**: orthogonal weights do not help. Each ReLU zeroes the directions of the units that are off, and
+#   after 49 layers many directions are lost: with either kind of weights, over a third of the singular values
+#   are 0 up to rounding (below $10^{-12}$, drawn at $-12$), and the rest spread over ten decades.
+#
+# So orthogonal initialisation is worth having for linear and tanh networks, and no cure for ReLU's spread; what keeps deep ReLU networks trainable is normalisation and residual
+# connections (notebooks 06 and 07).
+
+
+# %% jupyter={"source_hidden": true}
+# Checks (at initialisation: exact up to rounding, over 4 networks each).
+def spectrum(act, kind):
+    s = spectra[act, kind]
+    return np.sqrt(np.mean(s**2)), np.median(s), s.min(), s.max()
+
+
+rms, median, smallest, largest = spectrum("linear", "Gaussian")
+assert 0.5 < rms < 2 and median < 1e-5, f"linear, Gaussian: RMS {rms:.2f} near 1 but median {median:.1e} tiny"
+rms, median, smallest, largest = spectrum("linear", "orthogonal")
+assert abs(smallest - 1) < 1e-3 and abs(largest - 1) < 1e-3, f"linear, orthogonal: {smallest} .. {largest}, not 1"
+rms, median, smallest, largest = spectrum("tanh", "orthogonal")
+assert 4e-3 < smallest and largest < 0.5 and largest / smallest < 100, f"tanh, orthogonal: {smallest} .. {largest}"
+rms, median, smallest, largest = spectrum("tanh", "Gaussian")
+assert largest / smallest > 1e9, f"tanh, Gaussian: the spectrum should span ten decades, {smallest} .. {largest}"
+for kind in hidden_kernels:
+    relu_zero = np.mean(spectra["relu", kind] < 1e-12)
+    assert relu_zero > 0.3, f"relu, {kind}: over 30% of the singular values should be 0, got {relu_zero:.0%}"
+    rest = spectra["relu", kind][spectra["relu", kind] >= 1e-12]
+    assert rest.max() / rest.min() > 1e8, f"relu, {kind}: the rest should spread over 8+ decades"
+
+# %% [markdown]
 # ## A sweep of `init_scale`: where is the critical value?
 #
 # Now fix the rule (He's variance times `init_scale`$^2$) and the depth (50), and sweep `init_scale`. The
@@ -785,4 +969,8 @@ ok = ex.check_glorot_uniform(my_glorot_uniform)
 # - Critical is not fastest: at depth 20 tanh + He, on the chaotic side, trains faster than the critical tanh
 #   rules on every seed; its larger gradients act like a larger learning rate.
 # - Dead ReLUs at initialisation come from depth (representations align), not from the weights' scale.
+# - Zero or constant weights never break the symmetry between units: a layer of identical units is one unit.
+# - Orthogonal weights give a deep linear network an exact isometry and a tanh network a near one; mean-field's
+#   "norm preserved on average" can hide a Jacobian whose singular values spread over ten decades. ReLU
+#   networks lose directions whatever the weights.
 # - JAX's named `*_normal` initialisers are truncated normals with the same variance.
