@@ -564,9 +564,12 @@ DEEP = {
         kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True
     ),
 }
-deep_nets = {name: m.build_seeds(SEEDS, data.image_shape) for name, m in DEEP.items()}  # 5 networks each
+deep_values = {  # each layer's outputs and kernel gradients on 256 digits, for 5 networks (seeds) each
+    name: [activations_and_grads(net, x256, y256) for net in m.build_seeds(SEEDS, data.image_shape)]
+    for name, m in DEEP.items()
+}
 init_grads = {  # (seeds, layers): ||dL/dW|| of conv0 .. conv15 and the head
-    name: np.array([layer_grad_norms(net, x256, y256) for net in nets]) for name, nets in deep_nets.items()
+    name: np.array([[np.linalg.norm(g) for g in v.grads] for v in values]) for name, values in deep_values.items()
 }
 for name, g in init_grads.items():
     closed = np.all(g[:, 1:16] == 0)  # every residual block's gate at 0: no gradient behind it yet
@@ -605,7 +608,7 @@ assert np.all(id_g[:, 1:16] == 0) and np.all(id_g[:, [0, 16]] > 0), "identity st
 
 # %%
 plot_layer_histograms(
-    activations_and_grads(deep_nets["plain"][0], x256, y256),
+    deep_values["plain"][0],
     "plain CNN, 16 blocks of 16 channels + BatchNorm, seed 0, at initialisation, 256 digits",
 )
 
