@@ -43,7 +43,9 @@ __all__ = [
     "figure_png",
     "plot_activation_stats",
     "plot_history",
+    "plot_layer_histograms",
     "plot_layer_profile",
+    "plot_theory_vs_measurement",
     "series",
 ]
 
@@ -722,3 +724,64 @@ def plot_layer_histograms(values, title: str = "", layers: int = 6) -> Figure:
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def plot_theory_vs_measurement(
+    measured: dict,
+    theory: dict | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    xscale: str = "linear",
+    yscale: str = "log",
+    xticks=None,
+    lines: bool = False,
+    each_seed: bool = False,
+) -> Axes:
+    """Measurements as points, predictions as dashed lines, on one axes: the course's one picture of a check.
+
+    `measured` and `theory` map a label to `(x, y)`. A measured `y` of shape (seeds, len(x)) is drawn as its mean
+    (points) and its min-max over the seeds (a band). With as many theory lines as measured series (two or more),
+    the i-th line takes the i-th series' colour; otherwise every line is drawn in the theory colour. `xticks`:
+    the x values to label (useful on a log axis). `lines=True` joins the measured points into lines (for
+    curves over many steps). `each_seed=True` draws every seed's points (side by side) instead of mean and band.
+    Returns the axes, to add to (a region, a reference line) or to
+    call again with `ax=` for another panel.
+    """
+    theory = theory or {}
+    if ax is None:
+        ax = _new_figure((6.8, 4.0)).subplots()
+    colors = series(len(measured))
+    paired = len(theory) == len(measured) > 1
+    for (label, (x, y)), color in zip(measured.items(), colors, strict=True):
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if y.shape[-1:] != x.shape:
+            raise ValueError(f"measured[{label!r}]: y has shape {y.shape}, x has {x.shape}")
+        if y.ndim == 2 and each_seed:
+            for k, row in enumerate(y):
+                shift = 0.03 * (k - (len(y) - 1) / 2)
+                xk = x * (1 + shift) if xscale == "log" else x + shift * np.ptp(x)
+                row_label = label if k == 0 else None
+                _line(ax, xk, row, ls="", marker="o", ms=4, color=color, label=row_label, log=yscale == "log")
+            continue
+        if y.ndim == 2:  # a seed's non-finite value leaves the band; it makes the mean non-finite (and marked)
+            finite = np.where(np.isfinite(y), y, np.nan)
+            if np.isfinite(finite).any():
+                ax.fill_between(x, np.nanmin(finite, 0), np.nanmax(finite, 0), color=color, alpha=0.2, lw=0)
+            label, y = f"{label} (mean; band: min-max over {len(y)} seeds)", y.mean(0)
+        style = {"ls": "-", "lw": 1.2} if lines else {"ls": "", "marker": "o", "ms": 4}
+        _line(ax, x, y, color=color, label=label, log=yscale == "log", **style)
+    for i, (label, (x, y)) in enumerate(theory.items()):
+        color = colors[i] if paired else COLORS["theory"]
+        ax.plot(np.asarray(x, float), np.asarray(y, float), ls="--", lw=1.3, color=color, label=label, gid="theory")
+    ax.set_xscale(xscale)
+    if xticks is not None:
+        ax.set_xticks(xticks, [f"{t:g}" for t in xticks])
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
+    if yscale == "log":
+        _safe_log_scale(ax, *(np.asarray(y, dtype=float) for _, y in [*measured.values(), *theory.values()]))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    _legend(ax)
+    return ax

@@ -209,6 +209,22 @@ def test_zero_init_residual_blocks_start_as_the_identity_and_learn():
     np.testing.assert_array_equal(same[0](x.reshape(-1, 8, 8, 1)), same[1](x.reshape(-1, 8, 8, 1)))
 
 
+def test_an_identity_start_network_with_its_gates_opened_is_the_residual_network():
+    """Same seed, same draws (a gate starts at a constant, it takes no random numbers): with every gate at 1 the
+    identity-start network is `residual=True`'s, output and gradients bit for bit. Notebook 07 relies on it."""
+    x = jax.random.normal(jax.random.key(0), (32, 8, 8, 1))
+    y = jnp.arange(32) % 10
+    kw = dict(kind="cnn", depth=3, width=8, batchnorm=True, residual=True)
+    residual = ModelConfig(**kw).build((8, 8, 1))
+    opened = ModelConfig(**kw, zero_init_residual=True).build((8, 8, 1))
+    opened.blocks.gate[...] = jnp.ones_like(opened.blocks.gate[...])
+    np.testing.assert_array_equal(residual(x), opened(x))
+    g_residual, g_opened = _grads(residual, x, y), _grads(opened, x, y)
+    for part in ("first", "blocks"):
+        np.testing.assert_array_equal(g_residual[part]["layer"]["kernel"], g_opened[part]["layer"]["kernel"])
+    np.testing.assert_array_equal(g_residual["head"]["kernel"], g_opened["head"]["kernel"])
+
+
 def test_a_zero_batchnorm_scale_before_the_relu_would_never_learn():
     """Why zero_init_residual gates the branch instead of zeroing BatchNorm's scale (Goyal et al.'s way): in
     x + relu(BN(Wx)) a zero scale feeds the ReLU zeros, where its derivative is 0, so nothing behind it learns."""

@@ -407,3 +407,40 @@ def test_layer_histograms_shift_by_the_growth_per_layer_and_count_zeros():
     np.testing.assert_allclose(np.diff(peaks), 1.0, atol=0.15)
     shown = right.get_legend_handles_labels()[1]
     assert len(shown) == 3 and shown[0] == "dense0" and shown[-1] == "head"  # 3 of 4, first and last kept
+
+
+def test_theory_vs_measurement_pairs_colours_and_draws_seeds_as_mean_and_band():
+    """Two series and two theory lines: each line in its series' colour; (seeds, n) data as mean points + band."""
+    x = np.array([1.0, 2.0, 4.0])
+    seeds = np.array([[1.0, 4.0, 16.0], [3.0, 12.0, 48.0]])  # mean 2, 8, 32; min-max 1-3, 4-12, 16-48
+    ax = plots.plot_theory_vs_measurement(
+        {"a": (x, seeds), "b": (x, 5 * x)},
+        {"a theory": (x, 2 * x**2), "b theory": (x, 5 * x)},
+        xscale="log",
+        xticks=x,
+        title="t",
+        xlabel="x",
+        ylabel="y",
+    )
+    points = {line.get_label(): line for line in ax.lines if line.get_gid() != "theory"}
+    theory = [line for line in ax.lines if line.get_gid() == "theory"]
+    np.testing.assert_allclose(points["a (mean; band: min-max over 2 seeds)"].get_ydata(), [2, 8, 32])
+    assert [to_rgb(t.get_color()) for t in theory] == [to_rgb(c) for c in plots.series(2)]
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == 1.0 and band[:, 1].max() == 48.0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
+    assert ax.get_yscale() == "log" and ax.get_title() == "t"
+
+
+def test_theory_vs_measurement_marks_a_seed_that_blew_up_and_checks_shapes():
+    """A non-finite seed leaves the band, makes the mean non-finite (marked at the top), never raises."""
+    x = np.arange(3.0)
+    ax = plots.plot_theory_vs_measurement({"m": (x, np.array([[1.0, 2.0, np.inf], [1.0, 2.0, 3.0]]))}, {"t": (x, x)})
+    assert any(line.get_gid() == "nonfinite" for line in ax.lines)
+    assert to_rgb(ax.lines[-1].get_color()) == to_rgb(plots.COLORS["theory"])  # one series: theory colour
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert np.isfinite(band).all() and band.max() == 3.0
+    each = plots.plot_theory_vs_measurement({"m": (x, np.ones((4, 3)))}, each_seed=True, yscale="linear")
+    assert len(each.lines) == 4 and each.get_legend_handles_labels()[1] == ["m"]
+    with pytest.raises(ValueError, match="measured"):
+        plots.plot_theory_vs_measurement({"m": (x, np.ones(4))})

@@ -38,7 +38,7 @@ from flax import nnx
 from helpers.data import load_digits
 from helpers.exercises import learning_rate as ex
 from helpers.models import ModelConfig, layer_norms
-from helpers.plots import COLORS, compare_histories, plot_layer_profile, series
+from helpers.plots import COLORS, compare_histories, plot_layer_profile, plot_theory_vs_measurement
 from helpers.train import SEEDS, TrainConfig, mean_range, train_seeds
 from helpers.widgets import panel
 
@@ -105,7 +105,6 @@ def gd_norms(w0, lr, steps):
 
 w0 = jnp.array([1.0, 1.0])
 final = {factor: float(gd_norms(w0, factor * 2 / lam_max, 500)[-1]) for factor in (0.99, 1.01)}
-# One print per cell: its text then arrives as one output, however long the computations before it take.
 print(
     f"eigenvalues of A: {np.round(np.asarray(lams), 3)}; 2 / lambda_max = {2 / lam_max:.4f}\n"
     + "\n".join(
@@ -137,28 +136,19 @@ lr_fine = np.linspace(0.0, 0.26, 300)
 theory_rate = np.max(np.abs(1 - np.outer(lr_fine, np.asarray(lams))), axis=1)
 theory_at_grid = np.max(np.abs(1 - np.outer(lr_grid, np.asarray(lams))), axis=1)
 
-fig, ax = plt.subplots(figsize=(7.5, 4), dpi=90, layout="constrained")
-ax.axvspan(2 / lam_max, lr_fine[-1], color=COLORS["diverged"], alpha=0.12, lw=0, label="diverges: lr > 2 / lambda_max")
-ax.plot(lr_fine, theory_rate, ls="--", color=COLORS["theory"], label="theory: max |1 - lr * lambda_i|")
-ax.plot(lr_grid, measured_rate, "o", ms=5, color=COLORS["measured"], label="measured: (||w_100|| / ||w_50||)^(1/50)")
-ax.axhline(1, color="grey", lw=0.8)
-ax.axvline(1 / lam_max, color="grey", ls=":", lw=1)
-ax.annotate(
-    "lr = 1 / lambda_max:\nsharp direction solved\nin one step",
-    (1 / lam_max, 0.3),
-    xytext=(6, 0),
-    textcoords="offset points",
-    fontsize=8,
-)
-ax.set(
+ax = plot_theory_vs_measurement(
+    {"measured: (||w_100|| / ||w_50||)^(1/50)": (lr_grid, measured_rate)},
+    {"theory: max |1 - lr * lambda_i|": (lr_fine, theory_rate)},
+    yscale="linear",
     xlabel="learning rate lr",
     ylabel="growth factor of ||w|| per step",
     title="Gradient descent on a quadratic with eigenvalues 10 and 1",
-    xlim=(0, lr_fine[-1]),
 )
+ax.axvspan(2 / lam_max, lr_fine[-1], color=COLORS["diverged"], alpha=0.12, lw=0, label="diverges: lr > 2 / lambda_max")
+ax.axhline(1, color="grey", lw=0.8)
 ax.legend(fontsize=8, loc="upper left")
-plt.show()
 print(f"largest relative gap between measurement and theory: {np.max(np.abs(measured_rate / theory_at_grid - 1)):.1e}")
+ax.figure
 
 # %% jupyter={"source_hidden": true}
 # Checks: measurement on the theory line within 1%, growth above 1 exactly beyond the edge.
@@ -268,49 +258,6 @@ assert abs(second_difference / lam0_he - 1) < 0.01, (
 )
 
 # %% [markdown]
-# How far does the quadratic model hold? The loss along the top eigenvector, $\mathcal{L}(\theta + t v)$, next
-# to its second-order model $\mathcal{L}(\theta) + t\, g^\top v + \tfrac12 \lambda_{\max} t^2$:
-
-# %%
-g_he = value_and_grad(params_he)[1]
-gv = float(optax.tree.vdot(g_he, v_top))
-ts = np.linspace(-0.6, 0.6, 25)
-along = np.asarray(loss_along(params_he, v_top, jnp.asarray(ts)), dtype=float)
-model_quadratic = loss0 + ts * gv + 0.5 * lam0_he * ts**2
-
-fig, ax = plt.subplots(figsize=(7, 3.8), dpi=90, layout="constrained")
-ax.plot(ts, model_quadratic, ls="--", color=COLORS["theory"], label="quadratic model (lambda_max from power iteration)")
-ax.plot(ts, along, "o", ms=4, color=COLORS["measured"], label="measured loss")
-ax.set(
-    xlabel="t (distance along the top eigenvector v)",
-    ylabel="training loss",
-    title="Loss along the sharpest direction at initialisation (8 x 64 ReLU MLP)",
-)
-ax.legend(fontsize=8)
-plt.show()
-near = np.abs(ts) <= 0.1
-rel_near = np.max(np.abs(along[near] / model_quadratic[near] - 1))
-i_far = int(np.argmax(np.abs(model_quadratic - along)))
-print(
-    f"|t| <= 0.1: largest relative gap {rel_near:.1%}; at t = {ts[i_far]:+.2f}: quadratic {model_quadratic[i_far]:.2f}, "
-    f"measured {along[i_far]:.2f}"
-)
-
-# %% [markdown]
-# Within $|t| \le 0.1$ the parabola is within 1 % of the measured loss. Further out the loss is not a parabola:
-# on one side it rises faster, on the other it stops rising (at $t = 0.6$ the quadratic predicts 5.2 and the
-# loss is 2.6). Cross-entropy grows only linearly in the logits once the softmax saturates, and ReLU units
-# switch on and off. This is why a network does not simply blow up the moment `lr` crosses $2/\lambda_{\max}$:
-# an overshoot can land where the loss is flatter. The edge is a *local* statement.
-
-# %% jupyter={"source_hidden": true}
-# Checks: the parabola within 1% near 0, and far from the measured loss at the end of the range.
-assert rel_near < 0.01, f"within |t| <= 0.1 the parabola should be within 1% of the loss, gap {rel_near:.1%}"
-assert np.isclose(abs(ts[i_far]), 0.6) and model_quadratic[i_far] > 1.5 * along[i_far], (
-    f"the largest gap should be at |t| = 0.6: t = {ts[i_far]:+.2f}, {model_quadratic[i_far]:.2f} vs {along[i_far]:.2f}"
-)
-
-# %% [markdown]
 # ### Crossing `2 / lambda_max` in a network
 #
 # The cleanest test of a local statement is near a minimum, where the gradient is small and the quadratic model
@@ -366,38 +313,18 @@ for k, c in enumerate(factors):
 print("\n".join(lines))
 
 # %%
-fig, (ax_c, ax_r) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
-factor_colors = dict(zip(factors, ["#56B4E9", "#0072B2", "#009E73", "#F0E442", "#D55E00", "#CC79A7"], strict=True))
-for c, curve in after[0].items():
-    ax_c.plot(curve, color=factor_colors[c], lw=1.8, ls="-" if c < 1 else "--", label=f"{c:g} x 2/lambda*")
-ax_c.axhline(np.log(10), color="grey", lw=0.8, ls=":", label="ln 10: loss of a uniform guess")
-ax_c.set_yscale("log")
-ax_c.set_ylim(2e-3, 1e3)
-ax_c.set(
-    xlabel="step (continuing from the trained point)",
-    ylabel="training loss (log scale)",
-    title="Seed 0: loss at each learning rate (gaps: not finite)",
-)
-ax_c.legend(fontsize=7, ncols=2, loc="upper right")
-ceiling = 3e5  # where a run whose loss became NaN or inf is drawn
-for k, c in enumerate(factors):
-    x = c * (1 + 0.03 * (np.arange(len(SEEDS)) - 2))  # the seeds side by side
-    finite = np.isfinite(rise[:, k])
-    ax_r.plot(x[finite], rise[finite, k], "o", ms=6, color=factor_colors[c], mec="black", mew=0.5)
-    ax_r.plot(x[~finite], np.full((~finite).sum(), ceiling), "X", ms=8, color=factor_colors[c], mec="black", mew=0.5)
-ax_r.axvline(1, color=COLORS["theory"], ls="--", lw=1, label="lr = 2 / lambda* (the edge)")
-ax_r.axhline(ceiling, color="grey", lw=0.6, ls=":", label="X: loss became NaN or inf")
-ax_r.set_xscale("log", base=2)
-ax_r.set_xticks(factors, [f"\n{c:g}" if c == 0.95 else f"{c:g}" for c in factors])  # 0.9 and 0.95 sit close
-ax_r.set_yscale("log")
-ax_r.set_ylim(0.5, 3e6)
-ax_r.set(
+ax = plot_theory_vs_measurement(
+    {"highest loss / starting loss, one point per seed": (factors, rise)},
+    each_seed=True,
+    xscale="log",
+    xticks=[c for c in factors if c != 0.95],  # 0.9 and 0.95 sit too close to label both
     xlabel="lr / (2 / lambda*) (log scale)",
     ylabel="highest loss / starting loss (log scale)",
     title=f"All {len(SEEDS)} seeds: how far the loss rose in 40 steps",
 )
-ax_r.legend(fontsize=7, loc="upper left")
-plt.show()
+ax.axvline(1, color=COLORS["theory"], ls="--", lw=1, label="lr = 2 / lambda* (the edge)")
+ax.legend(fontsize=8, loc="upper left")
+ax.figure
 
 # %% [markdown]
 # On every one of the five networks, at $0.5\times$ and $0.7\times 2/\lambda^*$ the loss fell at every one of the
@@ -408,9 +335,9 @@ plt.show()
 # within about 10 %, not to three digits. Which side a learning rate 5 % below the edge lands on can even change
 # with the last bits of the arithmetic, on another CPU.
 #
-# Far from a minimum the quadratic model holds over even shorter distances (the parabola above), and a network
-# can survive learning rates well beyond the edge for a while. Section 4 measures how, and what warmup has to do
-# with it.
+# Far from a minimum the quadratic model holds over even shorter distances: cross-entropy grows only linearly
+# in the logits once the softmax saturates, and ReLU units switch on and off. So a network can survive learning
+# rates well beyond the edge for a while. Section 4 measures how, and what warmup has to do with it.
 
 # %% jupyter={"source_hidden": true}
 # Checks: on every seed the loss falls at 0.5x and 0.7x the edge and jumps beyond 1.1x; just below, seeds differ.
@@ -624,44 +551,27 @@ lines += [
 print("\n".join(lines))
 
 # %%
-fig, (ax_l, ax_g, ax_s) = plt.subplots(1, 3, figsize=(11, 3.8), dpi=90, layout="constrained")
-run_colors = {"no warmup": COLORS["diverged"], f"warmup {warmup_steps} steps": COLORS["measured"]}
-for name, seeds_runs in warm.items():
-    for k, r in enumerate(seeds_runs):
-        label = f"{name} ({len(SEEDS)} seeds)" if k == 0 else None
-        steps = np.arange(len(r["loss"]))
-        for ax, field in ((ax_l, "loss"), (ax_g, "grad_norm")):
-            ax.plot(
-                steps,
-                np.where(np.isfinite(r[field]), r[field], np.nan),
-                color=run_colors[name],
-                lw=0.9,
-                alpha=0.8,
-                label=label,
-            )
-        ok = np.isfinite(r["sharpness"])
-        style = {"mfc": "none", "ms": 9, "mew": 1.5} if name == "no warmup" else {"ms": 3, "lw": 0.6}
-        ax_s.plot(
-            r["sharp_steps"][ok],
-            r["sharpness"][ok],
-            "o-" if name != "no warmup" else "o",
-            color=run_colors[name],
-            label=label and f"{name}: measured",
-            **style,
-        )
-t = np.arange(1, len(warmed[0]["lr"]))
-ax_s.plot(t, 2 / warmed[0]["lr"][1:], ls="--", color=COLORS["theory"], label="2 / lr(step), warmup runs")
-ax_s.axhline(2 / peak, color=COLORS["theory"], ls=":", lw=1, label=f"2 / peak lr = {2 / peak:g}")
-for ax, what in ((ax_l, "training loss"), (ax_g, "gradient norm"), (ax_s, "sharpness lambda_max")):
-    ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel=f"{what} (log scale)")
-    ax.legend(fontsize=7)
-ax_l.set_title("loss (full batch)")
-ax_g.set_title("global gradient norm")
-ax_s.set_title("sharpness vs the edge 2 / lr")
-ax_s.set_ylim(3, 2e4)
+fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, layout="constrained")
+steps = np.arange(len(warmed[0]["loss"]))
+padded = lambda r: np.pad(r["loss"], (0, len(steps) - len(r["loss"])), constant_values=np.nan)  # noqa: E731
+plot_theory_vs_measurement(
+    {name: (steps, np.array([padded(r) for r in runs])) for name, runs in warm.items()},
+    ax=ax_l,
+    lines=True,
+    xlabel="step",
+    ylabel="training loss (log scale)",
+    title="loss (full batch); X: not finite",
+)
+plot_theory_vs_measurement(
+    {"warmup: sharpness, measured": (warmed[0]["sharp_steps"], np.array([r["sharpness"] for r in warmed]))},
+    {"2 / lr(step)": (steps[1:], 2 / warmed[0]["lr"][1:])},
+    ax=ax_s,
+    xlabel="step",
+    ylabel="sharpness lambda_max (log scale)",
+    title="sharpness vs the edge 2 / lr",
+)
 ax_l.set_ylim(1e-3, 1e5)  # the runs without warmup leave the axes upwards, then turn NaN
-ax_g.set_ylim(1e-2, 1e9)
+ax_s.set_ylim(3, 2e4)
 fig.suptitle(f"init_scale 1.5, peak lr {peak}: without and with a {warmup_steps}-step linear warmup", fontsize=11)
 plt.show()
 
@@ -706,39 +616,6 @@ assert np.all((over_edge > 1).mean(1) > 0.5) and np.all(over_edge.max(1) > 2), (
     f"during warmup the sharpness should sit above 2/lr(t) at most measurements, by over 2x at the most: {over_edge}"
 )
 assert np.all((0.15 < loss_up) & (loss_up < 0.5)), f"the loss should rise at about a third of the steps: {loss_up}"
-
-# %% [markdown] The same with `helpers.train`: minibatches of 64, five seeds, 400 steps with a 200-step warmup,
-# `TrainConfig(warmup_steps=200)`, whose linear warmup is `lr * min(1, (step + 1) / warmup_steps)`:
-
-# %% tags=["nbval-ignore-output"]
-warm_runs = {
-    f"lr {peak}, warmup_steps=200": train_seeds(sharp, data, TrainConfig(lr=peak, steps=400, warmup_steps=200)),
-    f"lr {peak}, no warmup": train_seeds(sharp, data, TrainConfig(lr=peak, steps=400)),
-}
-with_warmup, without_warmup = warm_runs.values()
-acc_warm = with_warmup.evaluate(data.x_test, data.y_test)
-print(
-    f"with warmup: {with_warmup.summary()}; test accuracy {mean_range(acc_warm, '{:.1%}')}\n"
-    f"without warmup: {without_warmup.summary()}"
-)
-fig = compare_histories(
-    warm_runs, title="init_scale 1.5, SGD with minibatches: warmup turns a NaN into a trained network"
-)
-fig.axes[0].set_ylim(top=1e6)  # the runs without warmup reach 1e32 before their NaN
-fig
-
-# %% [markdown]
-# Again: without warmup every seed is NaN within a few steps; with it no seed diverges, and 400 steps train the
-# network to 97 % test accuracy on average (95 to 98 % over the seeds).
-
-# %% jupyter={"source_hidden": true}
-# Checks: every seed diverges without warmup and trains with it.
-stops = [h.diverged_at for h in without_warmup.histories]
-assert all(t is not None and t <= 10 for t in stops), (
-    f"without warmup every seed should be NaN within 10 steps: {stops}"
-)
-assert not with_warmup.diverged, f"with warmup no seed should diverge: {with_warmup.summary()}"
-assert 0.95 < acc_warm.mean() < 0.985 and acc_warm.min() > 0.93, f"warmup should reach about 97% test: {acc_warm}"
 
 # %% [markdown]
 # ## 5. Adam vs SGD: bounded steps, not a cure
@@ -854,40 +731,29 @@ print(
 )
 
 fig, (ax_u, ax_m, ax_a) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=90, layout="constrained")
-ax_u.plot(scales, col["sgd_ratio"].mean(1), "o-", color=COLORS["diverged"], label="SGD, lr 1e-3")
-ax_u.plot(scales, col["adam_ratio"].mean(1), "s-", color=COLORS["measured"], label="Adam, lr 1e-3")
-ax_u.set(yscale="log", xlabel="init_scale (1 = He)", ylabel="||update|| / ||W|| (log scale)")
-ax_u.set_title("First step, relative to the weights", fontsize=10)
-ax_m.plot(scales, moved_theory, ls="--", color=COLORS["theory"], label="theory: He's value x init_scale^8")
-for k in range(len(SEEDS)):
-    ax_m.plot(
-        scales,
-        col["logits_moved"][:, k],
-        "o",
-        ms=4,
-        color=COLORS["measured"],
-        label="measured, one point per seed" if k == 0 else None,
-    )
-ax_m.set(yscale="log", xlabel="init_scale (1 = He)", ylabel="RMS change of the logits (log scale)")
-ax_m.set_title("Adam's first step, seen by the logits", fontsize=10)
-for field, marker, color, label in (
-    ("train_acc", "o", series(2)[1], "training set"),
-    ("test_acc", "s", COLORS["measured"], "test set"),
-):
-    acc = 100 * col[field]
-    ax_a.errorbar(
-        scales,
-        acc.mean(1),
-        yerr=[acc.mean(1) - acc.min(1), acc.max(1) - acc.mean(1)],
-        fmt=marker + "-",
-        capsize=3,
-        color=color,
-        label=f"{label} (mean, min-max)",
-    )
-ax_a.set(xlabel="init_scale (1 = He)", ylabel="accuracy (%)", ylim=(50, 101))
-ax_a.set_title("Adam after 300 steps: no NaN, but...", fontsize=10)
-for ax in (ax_u, ax_m, ax_a):
-    ax.legend(fontsize=8)
+plot_theory_vs_measurement(
+    {"SGD, lr 1e-3": (scales, col["sgd_ratio"].T), "Adam, lr 1e-3": (scales, col["adam_ratio"].T)},
+    ax=ax_u,
+    xlabel="init_scale (1 = He)",
+    ylabel="||update|| / ||W|| (log scale)",
+    title="First step, relative to the weights",
+)
+plot_theory_vs_measurement(
+    {"measured": (scales, col["logits_moved"].T)},
+    {"theory: He's value x init_scale^8": (scales, moved_theory)},
+    ax=ax_m,
+    xlabel="init_scale (1 = He)",
+    ylabel="RMS change of the logits (log scale)",
+    title="Adam's first step, seen by the logits",
+)
+plot_theory_vs_measurement(
+    {"training set": (scales, 100 * col["train_acc"].T), "test set": (scales, 100 * col["test_acc"].T)},
+    ax=ax_a,
+    yscale="linear",
+    xlabel="init_scale (1 = He)",
+    ylabel="accuracy (%)",
+    title="Adam after 300 steps: no NaN, but...",
+)
 plt.show()
 
 # %% [markdown]
@@ -932,8 +798,8 @@ assert np.all(col["loss_peak"][-1] > 500) and np.all(col["loss_peak"][0] < loss_
 # %% [markdown]
 # ## 6. Explore: learning rate, warmup, optimizer
 #
-# The panel starts where section 4 ended: the `init_scale = 1.5` network at `lr = 0.1` without warmup (NaN
-# within a few steps). Try: raise `warmup_steps` until it trains, and find the shortest warmup that still works;
+# The panel starts with section 3's exploding network, `init_scale = 1.5` at `lr = 0.1` without warmup (NaN
+# within a few steps), now with minibatches of 64. Try: raise `warmup_steps` until it trains, and find the shortest warmup that still works;
 # then switch `optimizer` to `adam` and lower `lr` until Adam trains (its `lr` is a step size per weight, so 0.1
 # is a hundred times the usual 1e-3); finally try `momentum`: once its velocity has built up, a steady gradient
 # moves the weights by $\text{lr}/(1-0.9) = 10\,\text{lr}$ per step. The panel trains one seed: compare
@@ -1023,33 +889,16 @@ for name in list(lr_runs)[:2]:
     kernel = np.ones(window) / window
     smoothed[name] = np.array([np.convolve(loss, kernel, mode="valid") for loss in lr_runs[name].stacked("loss")])
 
-fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, layout="constrained")
-for (name, smooth), color in zip(smoothed.items(), series(2), strict=True):
-    lr = lr_runs[name].config.lr
-    travelled = lr * (np.arange(smooth.shape[1]) + round(2 / lr))
-    ax_l.fill_between(travelled, smooth.min(0), smooth.max(0), color=color, alpha=0.2, lw=0)
-    ax_l.plot(travelled, smooth.mean(0), color=color, label=f"{name} (mean, min-max over seeds)")
-ax_l.set(xlabel="lr x steps", ylabel="training loss, moving average (log scale)", yscale="log")
-ax_l.set_title("Training loss: the small lr fits the training set more tightly", fontsize=10)
-x = np.arange(len(acc))
-for offset, k, marker, label in ((-0.1, 0, "o", "training set"), (0.1, 1, "s", "test set")):
-    values = 100 * np.array([a[k] for a in acc.values()])
-    mean = values.mean(1)
-    ax_a.errorbar(
-        x + offset,
-        mean,
-        yerr=[mean - values.min(1), values.max(1) - mean],
-        fmt=marker,
-        capsize=4,
-        color="black" if k == 0 else "grey",  # not the colours of the left panel: those mean a learning rate
-        label=f"{label} (mean, min-max)",
-    )
-ax_a.set_xticks(x, list(acc))
-ax_a.set(ylabel="accuracy (%)", ylim=(85, 100.5))
-ax_a.set_title("Same lr x steps, same test accuracy", fontsize=10)
-ax_a.legend(fontsize=8, loc="lower left")
-ax_l.legend(fontsize=8)
-plt.show()
+plot_theory_vs_measurement(
+    {
+        name: (lr_runs[name].config.lr * (np.arange(smooth.shape[1]) + round(2 / lr_runs[name].config.lr)), smooth)
+        for name, smooth in smoothed.items()
+    },
+    lines=True,
+    xlabel="lr x steps",
+    ylabel="training loss, moving average (log scale)",
+    title="Training loss: the small lr fits the training set more tightly",
+).figure
 
 # %% [markdown]
 # At the same `lr x steps = 40` the two learning rates reach the same test accuracy, about 97.5 % on average,
@@ -1057,7 +906,7 @@ plt.show()
 # (over 97 % on every seed, essentially 100 % with the small one), and the train-test gap is 1 to 3 points
 # with either. The paths are not quite the same: `lr = 0.1` is beyond the edge $2/\lambda_{\max}$ of three of
 # the five networks at initialisation (section 3), and its loss keeps bouncing, while the small learning rate
-# ends with a lower training loss on every seed (left). So the smaller learning rate fits the training set more
+# ends with a lower training loss on every seed (the plot). So the smaller learning rate fits the training set more
 # tightly, not less, for the same test accuracy. Stopped after 400 steps, it has fitted less of the training
 # set on every seed and is worse on the test set too, on average: its smaller gap comes from underfitting, not
 # from avoiding overfitting. Stopping there is early stopping, not the learning rate at work. What the

@@ -33,12 +33,13 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from flax import nnx
 
 from helpers.data import Dataset, load_digits, load_mnist
 from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms
 from helpers.exercises import cnn as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, compare_histories, plot_history, plot_layer_histograms
+from helpers.plots import compare_histories, plot_history, plot_layer_histograms, plot_theory_vs_measurement
 from helpers.train import SEEDS, TrainConfig, evaluate, mean_range, train, train_seeds
 from helpers.widgets import panel
 
@@ -296,21 +297,18 @@ print("BatchNorm ||grad||:   ", " ".join(f"{g:8.3g}" for g in measured[True]))
 print(f"slope from s=5 to 20 without BatchNorm: {slope:.2f} (theory 3)")
 
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
-ax.plot(
-    scales, predicted, "--", color=COLORS["theory"], label="theory, no BatchNorm: $\\propto s^3$ (saturated softmax)"
-)
-ax.plot(scales, measured[False], "o", color=COLORS["measured"], label="measured, no BatchNorm")
-ax.plot(scales, measured[True], "s", color=COLORS.series(2)[1], label="measured, BatchNorm")
-ax.axhline(
-    measured[True][1], ls=":", color=COLORS["theory"], label="theory, BatchNorm: flat (up to the softmax factor)"
-)
-ax.set(xscale="log", yscale="log", xlabel="init_scale (log scale)", ylabel="||dL/dW|| at initialisation (log scale)")
-ax.set_xticks(scales, [f"{s:g}" for s in scales])
-ax.tick_params(axis="x", which="minor", labelbottom=False)
-ax.set_title("CNN at initialisation: gradient norm vs init_scale")
-ax.legend(fontsize=8)
-plt.show()
+plot_theory_vs_measurement(
+    {"measured, no BatchNorm": (scales, measured[False]), "measured, BatchNorm": (scales, measured[True])},
+    {
+        "theory, no BatchNorm: $\\propto s^3$ (saturated softmax)": (scales, predicted),
+        "theory, BatchNorm: flat (up to the softmax factor)": (scales, np.full(len(scales), measured[True][1])),
+    },
+    xscale="log",
+    xticks=scales,
+    xlabel="init_scale (log scale)",
+    ylabel="||dL/dW|| at initialisation (log scale)",
+    title="CNN at initialisation: gradient norm vs init_scale",
+).figure
 
 # %% [markdown]
 # Without BatchNorm the points follow the $s^3$ line from $s = 2$ on (within 1%; slope 3.00 between 5 and
@@ -344,7 +342,8 @@ assert abs(spread[True] / 4.9 - 1) < 0.01, f"growth with BatchNorm should be 4.9
 #   where its slope is 0: the scale would never receive a gradient, and the block would never learn.
 #
 # First the three networks at initialisation, 5 seeds each, on 256 digits: the gradient norm of every
-# kernel.
+# kernel. A gate of 1 makes $x + 1\cdot\mathrm{block}(x)$, the plain residual block, so the residual networks
+# here are the identity-start ones with their gates opened: the same weights, one compiled program for both.
 
 # %% tags=["nbval-ignore-output"]
 DEEP = {
@@ -354,9 +353,23 @@ DEEP = {
         kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True
     ),
 }
+
+
+def open_gates(net):
+    """A copy of an identity-start network with every gate at 1: each block computes x + block(x)."""
+    net = nnx.clone(net)
+    net.blocks.gate[...] = jnp.ones_like(net.blocks.gate[...])
+    return net
+
+
+identity_nets = DEEP["residual, identity start"].build_seeds(SEEDS, data.image_shape)
+nets = {
+    "plain": DEEP["plain"].build_seeds(SEEDS, data.image_shape),
+    "residual": [open_gates(net) for net in identity_nets],
+    "residual, identity start": identity_nets,
+}
 deep_values = {  # each layer's outputs and kernel gradients on 256 digits, for 5 networks (seeds) each
-    name: [activations_and_grads(net, x256, y256) for net in m.build_seeds(SEEDS, data.image_shape)]
-    for name, m in DEEP.items()
+    name: [activations_and_grads(net, x256, y256) for net in seeds_nets] for name, seeds_nets in nets.items()
 }
 init_grads = {  # (seeds, layers): ||dL/dW|| of conv0 .. conv15 and the head
     name: np.array([[np.linalg.norm(g) for g in v.grads] for v in values]) for name, values in deep_values.items()
@@ -426,10 +439,10 @@ compare_histories(deep, title=f"16 conv blocks, lr 0.2, no warmup, {len(SEEDS)} 
 # %% [markdown]
 # The network that starts as the identity ends above 95% test accuracy on every seed (97% on average); the plain
 # one scatters from 55% to 93% (81% on average), and clipping acts on most of its steps, against a minority of
-# the other's. On another machine the seeds land elsewhere, but the picture stays (the checks below hold on
-# both floating-point paths we test): the plain network's gradients, 3 to 8 times larger at
-# the input than at the output from the first step, keep hitting the clipping threshold, and at this learning
-# rate without warmup it trains slowly and unevenly. Where does it stop paying for it? Find out in the panel
+# the other's. On another CPU the last bits of every sum differ and the seeds land elsewhere, but the picture
+# stays: the plain network's gradients, 3 to 8 times larger at the input than at the output from the first
+# step, keep hitting the clipping threshold, and at this learning rate without warmup it trains slowly and
+# unevenly. Where does it stop paying for it? Find out in the panel
 # of section 6 (set `depth` and `width` to 16): add 50 steps of warmup, or lower `lr`,
 # and see whether the plain network catches up; then try `depth` 32.
 
@@ -463,7 +476,7 @@ assert clipped["plain"] > 0.5 > clipped["residual, identity start"], f"share of 
 # Below, the same hyperparameters (Adam, `lr=1e-3`, batches of 32, 20% held out), for 5 epochs instead of 100,
 # in one run: this section compares no recipes, it only shows that the example's recipe, written correctly,
 # trains. MNIST itself is used when its files are already in the local cache (`load_mnist(download=False)`
-# never downloads); otherwise, as on CI and in the stored outputs, the 8x8 digits stand in for it.
+# never downloads); otherwise the 8x8 digits stand in for it, as in the outputs shown here.
 
 # %% tags=["nbval-ignore-output"]
 try:
@@ -476,7 +489,7 @@ print("data:", source)
 
 n_fit = int(0.8 * len(images.x_train))  # validation split 0.2, as in the example
 split = Dataset(images.x_train[:n_fit], images.y_train[:n_fit], images.x_train[n_fit:], images.y_train[n_fit:], 10)
-epochs = 5 if images is data else 1  # the example's 100 epochs do not fit a notebook that runs in a minute
+epochs = 5 if images is data else 1  # the example's 100 epochs would take minutes
 steps = epochs * (n_fit // 32)
 keras_train = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, steps=steps)
 keras_net = stable_model.build(images.image_shape)
@@ -487,7 +500,7 @@ print(f"{epochs} epochs = {steps} steps of batch 32: {keras_history.summary()}")
 print(f"validation accuracy {val_acc:.1%}, test accuracy {test_acc:.1%}")
 
 # %% [markdown]
-# On the digits (the stored run): about 98% of the test images and 97% of the held-out 20% right after 5
+# On the digits: about 98% of the test images and 97% of the held-out 20% right after 5
 # epochs (one run: other seeds land a point or so away). With Adam at `lr=1e-3` nothing here comes near an
 # explosion: the gradient norm stays below 2. The example's recipe was a safe one; only its code was broken.
 
