@@ -201,6 +201,25 @@ assert 1.6 < min(kernel_norms) and max(kernel_norms) < 3.2, (
 # when they are large ($s>1$).
 
 # %% [markdown]
+# ### What "exploding" means in this course
+#
+# A gradient is large or small only relative to the weights it updates: a step changes $W_l$ by
+# $\text{lr}\cdot\nabla W_l$, so what a layer feels is the **ratio $\|\nabla W_l\| / \|W_l\|$**, and after the
+# optimizer has done its work, the update ratio $\|\Delta W_l\| / \|W_l\|$ that every dashboard of the course
+# plots (about $10^{-3}$ per step is the usual healthy value). Both are scale-free: they read the same in every
+# layer of every network. A layer's gradient *explodes* when its ratio is far above what a step of size lr can
+# use, and *vanishes* when it is far below. Since $\|\nabla W_l\| \approx \|h_{l-1}\|\,\|\delta_l\|$ (exact for
+# one example), it explodes in two ways, and the course meets both:
+#
+# - **every layer together**, as here: the forward signal grows by $s$ per layer and the backward one by $s$ per
+#   layer the other way, so the two cancel along the network, and every layer's ratio grows alike, by
+#   $s^{L}/s = s^{L-1}$ against the He network's (the gradient by $s^L$ times the softmax's bounded factor, the
+#   weights by $s$);
+# - **some layers more than others**: when something holds the forward signal fixed while the backward one still
+#   grows per layer, the ratio grows towards the input. Notebook 06 derives this for BatchNorm (1.21 per layer),
+#   and notebook 07 measures it in a 16-block CNN.
+
+# %% [markdown]
 # ## The same with `helpers`, 30 layers deep
 #
 # `ModelConfig(depth=30, width=128, init_scale=s)` builds the same kind of network with Flax (He-normal
@@ -742,7 +761,8 @@ print("\n".join(f"{a}: measured factor per layer {m:.3f}, theory {t:.3f}" for a,
 # The measured factor per layer for tanh is about 1.10 (the fit skips the first 10 layers, where $q$ has not
 # yet settled at $q^*$), as the mean-field theory predicts, against 1.2 for ReLU: over 30 layers that is
 # $1.1^{30}\approx 17$ instead of $\approx 240$. tanh's gradients do explode for large enough
-# `init_scale` (this is the "chaotic phase" of Poole et al.), just more gently, and its loss cannot overflow.
+# `init_scale` (above tanh's critical scale, in what Poole et al. call the "chaotic phase", where two nearby
+# inputs drift apart with depth; notebook 02), just more gently, and its loss cannot overflow.
 
 # %% jupyter={"source_hidden": true}
 # Checks: the measured factors per layer match the theory within 2 %, and tanh's is about 1.10.

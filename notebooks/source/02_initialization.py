@@ -168,10 +168,11 @@ assert he_acc > 0.95 and he_spread > 0.1, f"He: should train to over 95% ({he_ac
 #   $2/(\text{fan\_in}+\text{fan\_out})$. When fan-in equals fan-out these three tanh rules are the same
 #   number: in our MLP, Xavier and LeCun differ only in the first layer (64 -> 128) and the head (128 -> 10).
 #
-# Since $\tanh$ is not linear, the tanh case is not exact: with $\sigma^2 = 1$ the signal shrinks slowly while
-# $\chi_l \to 1$ (the "edge of chaos"); with $\sigma^2 > 1$ the signal settles at a fixed point $q^* > 0$ and
-# gradients grow by $\sqrt{\chi^*} > 1$ per layer (the "chaotic phase"). The code below computes the
-# recursion numerically.
+# Since $\tanh$ is not linear, the tanh case is not exact: with $\sigma^2 < 1$ the signal and the gradients shrink
+# to 0 with depth and two different inputs become ever more alike (the "ordered phase"); with $\sigma^2 = 1$ the
+# signal shrinks slowly while $\chi_l \to 1$ (the "edge of chaos"); with $\sigma^2 > 1$ the signal settles at a
+# fixed point $q^* > 0$, gradients grow by $\sqrt{\chi^*} > 1$ per layer and two nearby inputs drift apart (the
+# "chaotic phase"; Poole et al. 2016). The code below computes the recursion numerically.
 
 # %% [markdown]
 # ## The three rules by hand, checked against `jax.nn.initializers`

@@ -35,10 +35,10 @@ import optax
 from flax import nnx
 
 from helpers.data import load_digits
-from helpers.diagnostics import activation_stats, layer_grad_norms
+from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms
 from helpers.exercises import batchnorm as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, compare_histories, plot_layer_profile
+from helpers.plots import COLORS, compare_histories, plot_layer_histograms, plot_layer_profile
 from helpers.train import SEEDS, TrainConfig, evaluate, mean_range, train_seeds
 from helpers.widgets import Panel
 
@@ -435,6 +435,46 @@ for name, (low, high) in expected.items():
 g_plain = grads["plain, no BatchNorm"][:, 1:L]
 spread = g_plain.max(1) / g_plain.min(1)
 assert spread.max() < 3, f"without BatchNorm the hidden layers' gradients should be within 3x; got {spread}"
+w_ratio = np.array([np.linalg.norm(net.kernels()[1]) / np.linalg.norm(net.kernels()[L - 1]) for net in seed_nets])
+assert np.all(np.abs(w_ratio - 1) < 0.02), f"||W_1|| / ||W_29|| should be 1 within 2% on every seed: {w_ratio}"
+
+# %% [markdown]
+# **In notebook 01's terms.** The course measures an explosion by the scale-free ratio $\|\nabla W_l\|/\|W_l\|$.
+# Every hidden kernel here has the same shape and the same initial scale, and $\|W_1\|$ and $\|W_{29}\|$ agree
+# within 2% on every seed, so dense1 / dense29 above is also the ratio of the two layers' ratios: with BatchNorm,
+# the first hidden layer's gradient is 166 to 195 times larger *for its weights* than the last one's.
+# This is the second face of an explosion that notebook 01 announced. There, with weights too large, the
+# forward signal grew by $s$ per layer and the backward one by $s$ the other way; in
+# $\|\nabla W_l\| \approx \|h_{l-1}\|\,\|\delta_l\|$ the two cancelled, and every layer's ratio grew alike. Here
+# BatchNorm holds the forward signal fixed, and the backward signal still grows per layer, as the theory below
+# derives: nothing cancels it, and the ratio grows towards the input.
+#
+# The same as histograms (notebook 01 shows how to read them), for the BatchNorm network of seed 0: every hidden
+# block's output has the same distribution, and the kernel gradients' histograms move right, towards larger
+# values, the closer the layer is to the input.
+
+# %%
+values_bn = activations_and_grads(nets["plain + BatchNorm"].build(data.image_shape), x256, y256)
+plot_layer_histograms(values_bn, f"ReLU MLP + BatchNorm, depth {L}, width 128, seed 0, at initialisation, 256 digits")
+
+# %% tags=["nbval-ignore-output"]
+grad_medians = np.array([np.median(np.log10(np.abs(g[g != 0]))) for g in values_bn.grads[1:L]])
+act_medians = np.array([np.median(np.log10(a[a > 0])) for a in values_bn.activations[1:L]])
+grad_shift = -np.polyfit(np.arange(1, L), grad_medians, 1)[0]
+act_shift = np.polyfit(np.arange(1, L), act_medians, 1)[0]
+print(
+    f"per layer towards the input, median log10 |dL/dW_l| grows by {grad_shift:.4f} "
+    f"(theory log10 1.211 = {np.log10(1.211):.4f}); median log10 |h_l| changes by {-act_shift:.4f}"
+)
+
+# %% [markdown]
+# Towards the input, the gradients' histograms move right by 0.083 per layer on the log axis, the theory's
+# $\log_{10} 1.211$; the outputs' histograms stay where they are (their medians move by less than 0.01 per layer).
+
+# %% jupyter={"source_hidden": true}
+# Check: the histograms' shifts per layer (one network at initialisation: exact up to rounding).
+assert abs(grad_shift / np.log10(1.211) - 1) < 0.05, f"expected {np.log10(1.211):.4f} per layer, got {grad_shift:.4f}"
+assert abs(act_shift) < 0.01, f"the outputs' medians should stay put, they move by {act_shift:.4f} per layer"
 
 # %% [markdown]
 # ### Theory: why BatchNorm makes the backward pass explode (mean field)
