@@ -35,7 +35,7 @@ from flax import nnx
 from helpers.data import load_digits
 from helpers.exercises import clipping as ex
 from helpers.models import ModelConfig, per_layer
-from helpers.plots import COLORS, LAYER_AXIS, Dashboard, series
+from helpers.plots import COLORS, LAYER_AXIS, Dashboard, plot_theory_vs_measurement, series
 from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
@@ -639,21 +639,20 @@ assert clipped_medians.mean() > medians.mean() + 0.5, f"median norms: {clipped_m
 assert 5.0 < clipped_medians.mean() < 6.6 and 4.0 < medians.mean() < 5.3, f"{clipped_medians} vs {medians}"
 
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=90, layout="constrained")
 qs = np.linspace(40, 100, 61)
-ax.plot(qs, 1 - qs / 100, "--", color=COLORS["theory"], label="prediction: 1 - q/100 (if the run did not change)")
-for i, q in enumerate(percentiles):
-    label = f"measured in the clipped runs ({len(SEEDS)} seeds)" if i == 0 else None
-    ax.plot(np.full(len(SEEDS), q), share_q[q], "o", color=COLORS["clipped"], ms=6, alpha=0.6, label=label)
-ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="50 %: 'extremely aggressive' (playbook)")
-ax.set(
+ax = plot_theory_vs_measurement(
+    {"measured in the clipped runs, one point per seed": (percentiles, np.array([share_q[q] for q in percentiles]).T)},
+    {"prediction: 1 - q/100 (if the run did not change)": (qs, 1 - qs / 100)},
+    each_seed=True,
+    yscale="linear",
     xlabel="clip_norm = q-th percentile of the recorded norms",
     ylabel="fraction of steps clipped",
     title="He init, SGD lr 0.02: clipped fraction vs threshold",
-    ylim=(0, 1.02),
 )
+ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="50 %: 'extremely aggressive' (playbook)")
+ax.set_ylim(0, 1.02)
 ax.legend(fontsize=8)
-plt.show()
+ax.figure
 
 # %% [markdown]
 # ## 5. Explore

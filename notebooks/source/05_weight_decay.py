@@ -35,7 +35,7 @@ from flax import nnx
 from helpers.data import load_digits
 from helpers.exercises import weight_decay as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, compare_histories, plot_layer_profile, series
+from helpers.plots import COLORS, compare_histories, plot_layer_profile, plot_theory_vs_measurement, series
 from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
@@ -530,40 +530,26 @@ for knob in ("weight_decay", "l2"):
         print(f"  {knob} {v:g}: {mean_range(rel[knob, v], '{:.2g}')}{theory}; {mean_range(acc[knob, v])}")
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4), dpi=90, layout="constrained")
 fine = np.logspace(-3, -1, 50)
-ax.plot(
-    fine,
-    (1 - CLIPPED.lr * fine) ** (8 * CLIPPED.steps),
-    "--",
-    color=COLORS["theory"],
-    label="theory: decay alone, (1 - lr wd)^(8T)",
-)
-for knob, marker, color, label in [
-    ("weight_decay", "o", COLORS["measured"], "weight_decay (decoupled)"),
-    ("l2", "s", COLORS["grad_norm"], "l2 (coupled, clipped with the gradient)"),
-]:
-    for i, v in enumerate(decays):
-        ax.plot(
-            np.full(len(SEEDS), v),
-            rel[knob, v],
-            marker,
-            ms=5,
-            alpha=0.6,
-            color=color,
-            label=f"{label}: {len(SEEDS)} seeds" if i == 0 else None,
-        )
-ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="1: as without decay")
-ax.set(
+ax = plot_theory_vs_measurement(
+    {
+        f"weight_decay (decoupled): {len(SEEDS)} seeds": (decays, np.array([rel["weight_decay", v] for v in decays]).T),
+        f"l2 (coupled, clipped with the gradient): {len(SEEDS)} seeds": (
+            decays,
+            np.array([rel["l2", v] for v in decays]).T,
+        ),
+    },
+    {"theory: decay alone, (1 - lr wd)^(8T)": (fine, (1 - CLIPPED.lr * fine) ** (8 * CLIPPED.steps))},
+    each_seed=True,
     xscale="log",
-    yscale="log",
-    ylim=(1e-4, 3),
     xlabel="decay strength (log scale)",
     ylabel="amplification relative to no decay, same seed (log scale)",
     title="init_scale 2, SGD lr 0.05, clip_norm 1, 600 steps: decay vs amplification",
 )
+ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="1: as without decay")
+ax.set_ylim(1e-4, 3)
 ax.legend(fontsize=8, loc="lower left")
-plt.show()
+ax.figure
 
 # %% [markdown]
 # - Without decay, 600 clipped steps bring the amplification from 140-380 at initialisation (it depends on the
