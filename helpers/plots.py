@@ -580,13 +580,29 @@ def _show(fig: Figure):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def compare_histories(histories: dict, title: str = "") -> Figure:
-    """Loss and global gradient norm of several runs on shared axes; each divergence marked in its run's colour.
+def _largest_update_ratio(run: History | SeedRuns):
+    """Per step, the largest ||update|| / ||W|| over the layers: (one run's line or the seeds' mean, their band)."""
+    ratios = run.stacked("update_ratio") if isinstance(run, SeedRuns) else run.update_ratio[None]
+    ratios = np.where(np.isfinite(ratios), ratios, np.nan)
+    with warnings.catch_warnings():  # a step where nothing is finite stays NaN, and is marked as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        largest = np.nanmax(ratios, axis=-1)  # (seeds, steps)
+        line = np.nanmean(largest, 0)
+        band = (np.nanmin(largest, 0), np.nanmax(largest, 0)) if len(largest) > 1 else None
+    return line, band
 
-    A value may be a History (one line) or a SeedRuns (its mean as a line, its min-max over seeds as a band).
+
+def compare_histories(histories: dict, title: str = "") -> Figure:
+    """Loss, global gradient norm and largest update ratio of several runs on shared axes.
+
+    The third panel is the course's scale-free measure of an explosion: per step, the largest ||update|| / ||W||
+    over the layers (about 1e-3 is healthy). Each divergence is marked in its run's colour. A value may be a
+    History (one line) or a SeedRuns (its mean as a line, its min-max over seeds as a band).
     """
-    fig = _new_figure((10.0, 3.8))
-    ax_loss, ax_grad = fig.subplots(1, 2, sharex=True)
+    fig = _new_figure((11.0, 3.8))
+    ax_loss, ax_grad, ax_ratio = fig.subplots(1, 3, sharex=True)
+    ax_ratio.axhspan(*RATIO_BAND, color=COLORS["band"], alpha=0.18, lw=0, label="~1e-3 (rule of thumb)", gid="band")
+    ratio_values = []
     colors = series(len(histories))
     everything = [_shown(run) for run in histories.values()]
     for name, shown, color in zip(histories, everything, colors, strict=True):
@@ -597,21 +613,26 @@ def compare_histories(histories: dict, title: str = "") -> Figure:
             label = f"{name} ({shown.seeds} seeds" + (f", {len(diverged)} diverged)" if diverged else ")")
         else:
             label = name if not diverged else f"{name} (diverged at step {diverged[0]})"
-        for ax, field in ((ax_loss, "loss"), (ax_grad, "grad_norm")):
+        for ax, field in ((ax_loss, "loss"), (ax_grad, "grad_norm")):  # one legend, on the loss panel
             _band(ax, shown, field, color)
-            _line(ax, steps, getattr(h, field), color=color, lw=1.2, label=label, mark_label=None, mark_color=color)
+            run_label = label if ax is ax_loss else None
+            _line(ax, steps, getattr(h, field), color=color, lw=1.2, label=run_label, mark_label=None, mark_color=color)
+        line, band = _largest_update_ratio(histories[name])
+        if band is not None:
+            ax_ratio.fill_between(np.arange(len(line)), *band, color=color, alpha=0.2, lw=0)
+        _line(ax_ratio, np.arange(len(line)), line, color=color, lw=1.2, mark_label=None, mark_color=color)
+        ratio_values += [line, *(band or ())]
+        for ax in (ax_loss, ax_grad, ax_ratio):
             for t in diverged:
                 ax.axvline(t, color=color, ls="--", lw=1 if shown.seeds == 1 else 0.7, gid="diverged")
     histories_shown = [shown.history for shown in everything]
     if any(not np.isfinite(np.concatenate([h.loss, h.grad_norm])).all() for h in histories_shown):
-        for ax in (ax_loss, ax_grad):  # one legend entry for all the crosses and dashed lines
-            ax.plot([], [], ls="", marker="X", color="grey", label="not finite (NaN/Inf, run's colour)")
+        # one legend entry for all the crosses and dashed lines
+        ax_loss.plot([], [], ls="", marker="X", color="grey", label="not finite (NaN/Inf, run's colour)")
     if any(shown.diverged or shown.history.diverged_at is not None for shown in everything):
-        for ax in (ax_loss, ax_grad):
-            ax.add_line(Line2D([], [], color="grey", ls="--", lw=1, label="divergence step (run's colour)"))
+        ax_loss.add_line(Line2D([], [], color="grey", ls="--", lw=1, label="divergence step (run's colour)"))
     if any(shown.seeds > 1 for shown in everything):
-        for ax in (ax_loss, ax_grad):
-            ax.fill_between([], [], [], color="grey", alpha=0.2, lw=0, label="min-max over seeds; line: mean")
+        ax_loss.fill_between([], [], [], color="grey", alpha=0.2, lw=0, label="min-max over seeds; line: mean")
     any_clipping = any(h.config.clip_norm is not None for h in histories_shown)
     grad_title = "global gradient norm" + (", before clipping" if any_clipping else "")
     for ax, what, field in ((ax_loss, "training loss", "loss"), (ax_grad, grad_title, "grad_norm")):
@@ -620,10 +641,14 @@ def compare_histories(histories: dict, title: str = "") -> Figure:
         )
         ax.set_title(what)
         ax.set_xlabel("step")
+    _safe_log_scale(ax_ratio, *ratio_values, RATIO_BAND)
+    ax_ratio.set_title("largest update ratio over the layers")
+    ax_ratio.set_xlabel("step")
+    ax_ratio.set_ylabel("max over layers of ||update|| / ||W|| (log scale)", fontsize=9)
     ax_loss.set_ylabel("loss (log scale)")
     ax_grad.set_ylabel("||gradient|| (log scale)")
     _legend(ax_loss)
-    _legend(ax_grad)
+    ax_ratio.legend(fontsize=8)  # always: the band is the reading guide
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -769,7 +794,10 @@ def plot_theory_vs_measurement(
         if y.ndim == 2:  # a seed's non-finite value leaves the band; it makes the mean non-finite (and marked)
             finite = np.where(np.isfinite(y), y, np.nan)
             if np.isfinite(finite).any():
-                ax.fill_between(x, np.nanmin(finite, 0), np.nanmax(finite, 0), color=color, alpha=0.2, lw=0)
+                with warnings.catch_warnings():  # a step where no seed is finite leaves a gap in the band
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    low, high = np.nanmin(finite, 0), np.nanmax(finite, 0)
+                ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
             label, y = f"{label} (mean; band: min-max over {len(y)} seeds)", y.mean(0)
         style = {"ls": "-", "lw": 1.2} if lines else {"ls": "", "marker": "o", "ms": 4}
         _line(ax, x, y, color=color, label=label, log=yscale == "log", **style)

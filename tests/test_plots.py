@@ -286,7 +286,7 @@ def test_static_plots_are_titled_and_labelled():
     assert {"measured", "theory"} <= set(ax.get_legend_handles_labels()[1])
     cmp_labels = figures[1].axes[0].get_legend_handles_labels()[1]
     assert "lr=1 (diverged at step 30)" in cmp_labels
-    assert len(with_gid(figures[1], "diverged")) == 2  # one dashed line per axes for the diverged run
+    assert len(with_gid(figures[1], "diverged")) == 3  # one dashed line per axes for the diverged run
 
 
 def test_layer_profile_on_given_axes_and_checks_length():
@@ -380,6 +380,22 @@ def test_compare_histories_mixes_runs_and_seed_runs():
     assert len(fig.axes[0].collections) >= 1
 
 
+def test_compare_histories_draws_the_largest_update_ratio_per_step():
+    """The third panel, the course's measure of an explosion: max over layers of ||update|| / ||W|| at each step,
+    one run as itself, seeds as the mean of each seed's largest and their min-max band."""
+    one, runs = fake_history(60, seed=3), fake_runs(3)
+    fig = plots.compare_histories({"one": one, "seeds": runs})
+    ax = fig.axes[2]
+    assert ax.get_title() == "largest update ratio over the layers" and ax.get_yscale() == "log"
+    drawn = [line.get_ydata() for line in ax.lines if line.get_gid() is None and len(line.get_ydata())]
+    np.testing.assert_allclose(drawn[0], one.update_ratio.max(1), rtol=1e-6)
+    per_seed = runs.stacked("update_ratio").max(-1)
+    np.testing.assert_allclose(drawn[1], per_seed.mean(0), rtol=1e-6)
+    band = ax.collections[-1].get_paths()[0].vertices[:, 1]
+    assert np.isclose(band.min(), per_seed.min()) and np.isclose(band.max(), per_seed.max())
+    assert "~1e-3 (rule of thumb)" in ax.get_legend_handles_labels()[1]
+
+
 def test_dashboard_follows_seed_runs_live(fake_ipython):
     full = fake_runs(2)
     dash = plots.Dashboard("live", max_redraws_per_s=0)
@@ -440,6 +456,9 @@ def test_theory_vs_measurement_marks_a_seed_that_blew_up_and_checks_shapes():
     assert to_rgb(ax.lines[-1].get_color()) == to_rgb(plots.COLORS["theory"])  # one series: theory colour
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert np.isfinite(band).all() and band.max() == 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a step where every seed blew up: a gap and a mark, no warning
+        plots.plot_theory_vs_measurement({"m": (x, np.array([[1.0, np.nan, 2.0], [1.0, np.inf, 3.0]]))})
     each = plots.plot_theory_vs_measurement({"m": (x, np.ones((4, 3)))}, each_seed=True, yscale="linear")
     assert len(each.lines) == 4 and each.get_legend_handles_labels()[1] == ["m"]
     with pytest.raises(ValueError, match="measured"):
