@@ -35,7 +35,15 @@ from helpers.data import load_digits
 from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms
 from helpers.exercises import exploding as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, LAYER_AXIS, Dashboard, compare_histories, plot_layer_histograms, series
+from helpers.plots import (
+    COLORS,
+    LAYER_AXIS,
+    Dashboard,
+    compare_histories,
+    plot_layer_histograms,
+    plot_theory_vs_measurement,
+    series,
+)
 from helpers.train import SEEDS, TrainConfig, train_seeds
 from helpers.widgets import panel
 
@@ -426,32 +434,29 @@ for depth in depths:
 
 fig, (ax_s, ax_d) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
 fine = np.linspace(0.68, 1.32, 100)
-for depth, color in zip(depths, series(len(depths)), strict=True):
-    g1 = first[depth][sweep == 1.0][0]
-    ax_s.plot(sweep, first[depth], "o", color=color, label=f"depth {depth}")
-    ax_s.plot(fine, g1 * fine**depth, "--", lw=1, color=color)
-ax_s.plot([], [], "--", color="grey", label="theory: (value at init_scale 1) x init_scale^depth")
-ax_s.axvline(1.0, color="grey", lw=0.6)
-ax_s.set(
-    yscale="log",
+at_1 = {d: first[d][sweep == 1.0][0] for d in depths}  # each depth's value at init_scale 1
+growth_by_depth = {
+    s: np.array([first[d][np.isclose(sweep, s)][0] / at_1[d] for d in depths]) for s in (0.8, 0.9, 1.1, 1.2)
+}
+plot_theory_vs_measurement(  # theory lines named "_...": drawn in their series' colour, one legend entry below
+    {f"depth {d}": (sweep, first[d]) for d in depths},
+    {f"_theory {d}": (fine, at_1[d] * fine**d) for d in depths},
+    ax=ax_s,
     xlabel="init_scale",
     ylabel="||dL/dW_1|| (log scale)",
     title="first-layer kernel gradient vs init_scale",
 )
-ax_s.legend(fontsize=8)
-depth_axis = np.array(depths)
-for s, color in zip([0.8, 0.9, 1.1, 1.2], series(4), strict=True):
-    ratio = np.array([first[d][np.isclose(sweep, s)][0] / first[d][sweep == 1.0][0] for d in depths])
-    ax_d.plot(depth_axis, ratio, "o", color=color, label=f"init_scale={s}")
-    ax_d.plot(depth_axis, s**depth_axis, "--", lw=1, color=color)
-ax_d.plot([], [], "--", color="grey", label="theory: init_scale^depth")
-ax_d.set(
-    yscale="log",
+plot_theory_vs_measurement(
+    {f"init_scale={s}": (np.array(depths), g) for s, g in growth_by_depth.items()},
+    {f"_theory {s}": (np.array(depths), s ** np.array(depths)) for s in growth_by_depth},
+    ax=ax_d,
     xlabel="depth (hidden layers)",
     ylabel="||dL/dW_1|| / value at init_scale=1 (log scale)",
     title="growth with depth, relative to init_scale = 1",
 )
-ax_d.legend(fontsize=8)
+for ax, theory in ((ax_s, "(value at init_scale 1) x init_scale^depth"), (ax_d, "init_scale^depth")):
+    ax.plot([], [], "--", color="grey", label=f"theory: {theory}")
+    ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
