@@ -772,8 +772,7 @@ def plot_theory_vs_measurement(
     the i-th line takes the i-th series' colour; otherwise every line is drawn in the theory colour. `xticks`:
     the x values to label (useful on a log axis). `lines=True` joins the measured points into lines (for
     curves over many steps). `each_seed=True` draws every seed's points (side by side) instead of mean and band.
-    Returns the axes, to add to (a region, a reference line) or to
-    call again with `ax=` for another panel.
+    Returns the axes, to add to (a region, a reference line) or to call again with `ax=` for another panel.
     """
     theory = theory or {}
     if ax is None:

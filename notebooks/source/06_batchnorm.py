@@ -408,12 +408,10 @@ nets = {
     "plain + BatchNorm": ModelConfig(depth=L, width=128, batchnorm=True),
     "residual + BatchNorm": ModelConfig(depth=L, width=128, batchnorm=True, residual=True),
 }
-grads, stds = {}, {}  # per network: arrays of shape (seeds, layers)
-for name, config in nets.items():
-    seed_nets = config.build_seeds(SEEDS, data.image_shape)
-    grads[name] = np.array([layer_grad_norms(net, x256, y256) for net in seed_nets])
-    stds[name] = np.array([activation_stats(net, x256).std for net in seed_nets])
-names = seed_nets[0].layer_names()
+built = {name: config.build_seeds(SEEDS, data.image_shape) for name, config in nets.items()}
+grads = {name: np.array([layer_grad_norms(net, x256, y256) for net in b]) for name, b in built.items()}
+stds = {name: np.array([activation_stats(net, x256).std for net in b]) for name, b in built.items()}  # (seeds, layers)
+names = built["plain + BatchNorm"][0].layer_names()
 ratio = {name: g[:, 1] / g[:, L - 1] for name, g in grads.items()}
 print(f"dense1 / dense29 at initialisation, {len(SEEDS)} seeds:")
 for name, r in ratio.items():
@@ -435,7 +433,8 @@ for name, (low, high) in expected.items():
 g_plain = grads["plain, no BatchNorm"][:, 1:L]
 spread = g_plain.max(1) / g_plain.min(1)
 assert spread.max() < 3, f"without BatchNorm the hidden layers' gradients should be within 3x; got {spread}"
-w_ratio = np.array([np.linalg.norm(net.kernels()[1]) / np.linalg.norm(net.kernels()[L - 1]) for net in seed_nets])
+bn_nets = built["plain + BatchNorm"]
+w_ratio = np.array([np.linalg.norm(net.kernels()[1]) / np.linalg.norm(net.kernels()[L - 1]) for net in bn_nets])
 assert np.all(np.abs(w_ratio - 1) < 0.02), f"||W_1|| / ||W_29|| should be 1 within 2% on every seed: {w_ratio}"
 
 # %% [markdown]
@@ -454,17 +453,18 @@ assert np.all(np.abs(w_ratio - 1) < 0.02), f"||W_1|| / ||W_29|| should be 1 with
 # values, the closer the layer is to the input.
 
 # %%
-values_bn = activations_and_grads(nets["plain + BatchNorm"].build(data.image_shape), x256, y256)
+values_bn = activations_and_grads(bn_nets[0], x256, y256)
 plot_layer_histograms(values_bn, f"ReLU MLP + BatchNorm, depth {L}, width 128, seed 0, at initialisation, 256 digits")
 
 # %% tags=["nbval-ignore-output"]
 grad_medians = np.array([np.median(np.log10(np.abs(g[g != 0]))) for g in values_bn.grads[1:L]])
 act_medians = np.array([np.median(np.log10(a[a > 0])) for a in values_bn.activations[1:L]])
 grad_shift = -np.polyfit(np.arange(1, L), grad_medians, 1)[0]
+bn_rate = math.sqrt(math.pi / (math.pi - 1))  # the growth per layer that the theory below derives, 1.211
 act_shift = np.polyfit(np.arange(1, L), act_medians, 1)[0]
 print(
     f"per layer towards the input, median log10 |dL/dW_l| grows by {grad_shift:.4f} "
-    f"(theory log10 1.211 = {np.log10(1.211):.4f}); median log10 |h_l| changes by {-act_shift:.4f}"
+    f"(theory log10 {bn_rate:.3f} = {np.log10(bn_rate):.4f}); median log10 |h_l| changes by {-act_shift:.4f}"
 )
 
 # %% [markdown]
@@ -473,7 +473,9 @@ print(
 
 # %% jupyter={"source_hidden": true}
 # Check: the histograms' shifts per layer (one network at initialisation: exact up to rounding).
-assert abs(grad_shift / np.log10(1.211) - 1) < 0.05, f"expected {np.log10(1.211):.4f} per layer, got {grad_shift:.4f}"
+assert abs(grad_shift / np.log10(bn_rate) - 1) < 0.05, (
+    f"expected {np.log10(bn_rate):.4f} per layer, got {grad_shift:.4f}"
+)
 assert abs(act_shift) < 0.01, f"the outputs' medians should stay put, they move by {act_shift:.4f} per layer"
 
 # %% [markdown]

@@ -349,7 +349,7 @@ assert abs(spread[True] / 4.9 - 1) < 0.01, f"growth with BatchNorm should be 4.9
 # %% tags=["nbval-ignore-output"]
 DEEP = {
     "plain": ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True),
-    "residual": ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True, residual=True),
+    "residual": ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True, residual=True),  # = open_gates below
     "residual, identity start": ModelConfig(
         kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True
     ),
