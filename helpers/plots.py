@@ -45,6 +45,7 @@ __all__ = [
     "plot_history",
     "plot_layer_histograms",
     "plot_layer_profile",
+    "plot_seed_rows",
     "plot_theory_vs_measurement",
     "series",
 ]
@@ -764,6 +765,8 @@ def plot_theory_vs_measurement(
     xticks=None,
     lines: bool = False,
     each_seed: bool = False,
+    layer_names: Sequence[str] | None = None,
+    center: str = "mean",
 ) -> Axes:
     """Measurements as points, predictions as dashed lines, on one axes: the course's one picture of a check.
 
@@ -772,9 +775,14 @@ def plot_theory_vs_measurement(
     the i-th line takes the i-th series' colour; otherwise every line is drawn in the theory colour. `xticks`:
     the x values to label (useful on a log axis). `lines=True` joins the measured points into lines (for
     curves over many steps). `each_seed=True` draws every seed's points (side by side) instead of mean and band.
+    `layer_names`: x runs over the layers 0, 1, ... (input -> output), labelled with these names.
+    `center`: what the points of a (seeds, n) series are, "mean" or "rms" (root-mean-square over the seeds, what
+    a mean-field theory of second moments predicts).
     Returns the axes, to add to (a region, a reference line) or to call again with `ax=` for another panel.
     """
     theory = theory or {}
+    if center not in ("mean", "rms"):
+        raise ValueError(f"center must be 'mean' or 'rms', got {center!r}")
     if ax is None:
         ax = _new_figure((6.8, 4.0)).subplots()
     colors = series(len(measured))
@@ -797,7 +805,8 @@ def plot_theory_vs_measurement(
                     warnings.simplefilter("ignore", RuntimeWarning)
                     low, high = np.nanmin(finite, 0), np.nanmax(finite, 0)
                 ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
-            label, y = f"{label} (mean; band: min-max over {len(y)} seeds)", y.mean(0)
+            label = f"{label} ({center.upper() if center == 'rms' else center}; band: min-max over {len(y)} seeds)"
+            y = np.sqrt(np.mean(y**2, 0)) if center == "rms" else y.mean(0)
         style = {"ls": "-", "lw": 1.2} if lines else {"ls": "", "marker": "o", "ms": 4}
         _line(ax, x, y, color=color, label=label, log=yscale == "log", **style)
     for i, (label, (x, y)) in enumerate(theory.items()):
@@ -810,5 +819,38 @@ def plot_theory_vs_measurement(
     if yscale == "log":
         _safe_log_scale(ax, *(np.asarray(y, dtype=float) for _, y in [*measured.values(), *theory.values()]))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if layer_names is not None:
+        _layer_ticks(ax, list(layer_names))
+    _legend(ax)
+    return ax
+
+
+def plot_seed_rows(
+    rows: dict, *, reference: str | None = None, ax: Axes | None = None, title: str = "", xlabel: str = "test accuracy"
+) -> Axes:
+    """One row per label, top to bottom: a point per seed and a bar at their mean, so the gap between two rows
+    can be read against the spread within each. `rows` maps a label to one value per seed; the mean of row
+    `reference`, if given, is drawn as a dotted line across all rows."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    if reference is not None and reference not in rows:
+        raise ValueError(f"reference must be one of the rows {list(rows)}, got {reference!r}")
+    if ax is None:
+        ax = _new_figure((6.8, 0.8 + 0.42 * len(rows))).subplots()
+    for i, (label, values) in enumerate(rows.items()):
+        values = np.asarray(values, dtype=float)
+        if values.ndim != 1 or not np.isfinite(values).all():
+            raise ValueError(f"rows[{label!r}]: need one finite value per seed, got {values}")
+        ax.plot(values, np.full(len(values), i), "o", ms=5, mfc="none", color=COLORS["measured"])
+        ax.plot([values.mean()], [i], "|", ms=16, mew=2.5, color=COLORS["theory"])
+    if reference is not None:
+        mean = float(np.mean(rows[reference]))
+        ax.axvline(mean, ls=":", lw=1.2, color=COLORS["theory"], label=f"mean of {reference!r}", gid="reference")
+    ax.plot([], [], "o", mfc="none", color=COLORS["measured"], label="one seed")
+    ax.plot([], [], "|", ms=10, mew=2.5, color=COLORS["theory"], label=f"mean of {len(values)} seeds")
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set(title=title, xlabel=xlabel)
     _legend(ax)
     return ax

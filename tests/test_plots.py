@@ -463,3 +463,35 @@ def test_theory_vs_measurement_marks_a_seed_that_blew_up_and_checks_shapes():
     assert len(each.lines) == 4 and each.get_legend_handles_labels()[1] == ["m"]
     with pytest.raises(ValueError, match="measured"):
         plots.plot_theory_vs_measurement({"m": (x, np.ones(4))})
+
+
+def test_theory_vs_measurement_can_centre_on_the_rms_and_label_layers():
+    """A mean-field theory predicts second moments: `center="rms"` draws sqrt(mean(y^2)) over the seeds."""
+    x = np.arange(3.0)
+    seeds = np.array([[3.0, 1.0, 0.0], [4.0, 1.0, 2.0]])
+    ax = plots.plot_theory_vs_measurement({"m": (x, seeds)}, center="rms", layer_names=["in", "mid", "head"])
+    (points,) = [line for line in ax.lines if line.get_label().startswith("m (RMS")]
+    np.testing.assert_allclose(points.get_ydata(), [np.sqrt(12.5), 1.0, np.sqrt(2.0)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["in", "mid", "head"]
+    assert ax.get_xlabel() == plots.LAYER_AXIS
+    with pytest.raises(ValueError, match="center"):
+        plots.plot_theory_vs_measurement({"m": (x, seeds)}, center="median")
+
+
+def test_seed_rows_put_a_point_per_seed_and_the_mean_on_each_row_in_order():
+    rows = {"full recipe": [0.97, 0.99, 0.98], "no warmup": [0.90, 0.80, 0.85]}
+    ax = plots.plot_seed_rows(rows, title="ablation")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["full recipe", "no warmup"]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # the first row on top
+    seeds, means = ax.lines[0:4:2], ax.lines[1:4:2]
+    np.testing.assert_allclose(seeds[1].get_xdata(), rows["no warmup"])
+    np.testing.assert_allclose([m.get_xdata()[0] for m in means], [0.98, 0.85])
+    assert list(seeds[1].get_ydata()) == [1, 1, 1]
+    for bad in ({}, {"a": [0.9, np.nan]}, {"a": [[0.9]]}):
+        with pytest.raises(ValueError, match="rows"):
+            plots.plot_seed_rows(bad)
+    ax = plots.plot_seed_rows(rows, reference="no warmup")
+    (line,) = [line for line in ax.lines if line.get_gid() == "reference"]
+    np.testing.assert_allclose(line.get_xdata(), [0.85, 0.85])
+    with pytest.raises(ValueError, match="reference"):
+        plots.plot_seed_rows(rows, reference="full")

@@ -36,13 +36,11 @@ from helpers.diagnostics import activation_stats, activations_and_grads, layer_g
 from helpers.exercises import exploding as ex
 from helpers.models import ModelConfig
 from helpers.plots import (
-    COLORS,
     LAYER_AXIS,
     Dashboard,
     compare_histories,
     plot_layer_histograms,
     plot_theory_vs_measurement,
-    series,
 )
 from helpers.train import SEEDS, TrainConfig, train_seeds
 from helpers.widgets import panel
@@ -283,25 +281,28 @@ for s in scales:
     )
 
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), dpi=90, layout="constrained")
-for s, color in zip(scales, series(len(scales)), strict=True):
-    p = profiles[s]
-    axes[0].plot(layers[:-1], p["rms"], "o", ms=3, color=color, label=f"init_scale={s}")
-    axes[0].plot(layers[:-1], rms_x * s ** layers[:-1], "--", lw=1, color=COLORS["theory"])
-    axes[1].plot(layers, p["delta"], "o", ms=3, color=color)
-    axes[1].plot(layers, p["delta"][-1] * s ** (DEPTH + 1 - layers), "--", lw=1, color=COLORS["theory"])
-    axes[2].plot(layers, p["kernel"], "o", ms=3, color=color)
-    axes[2].axhline(np.exp(np.mean(np.log(p["kernel"]))), ls="--", lw=1, color=COLORS["theory"])
-axes[0].plot([], [], "--", color=COLORS["theory"], label="theory (kernel gradients:\nthe same in every layer)")
-titles = ["forward: RMS of h_l", "backward: ||delta_l|| = ||dL/dz_l||", "kernel gradients ||dL/dW_l||"]
-for ax, title in zip(axes, titles, strict=True):
-    ax.set(
-        yscale="log",
-        title=title,
+kernel_mean = {s: np.exp(np.mean(np.log(p["kernel"]))) for s, p in profiles.items()}
+panels = {  # (title, quantity): the layers, the measured profile's key, the theory for init_scale s
+    ("forward", "RMS of h_l"): (layers[:-1], "rms", lambda s: rms_x * s ** layers[:-1]),
+    ("backward", "||delta_l||"): (layers, "delta", lambda s: profiles[s]["delta"][-1] * s ** (DEPTH + 1 - layers)),
+    ("kernel gradients (theory: flat)", "||dL/dW_l||"): (
+        layers,
+        "kernel",
+        lambda s: np.full(len(layers), kernel_mean[s]),
+    ),
+}
+for ax, ((title, quantity), (xs, key, predict)) in zip(axes, panels.items(), strict=True):
+    plot_theory_vs_measurement(
+        {f"init_scale={s}": (xs, profiles[s][key]) for s in scales},
+        {f"_theory {s}": (xs, predict(s)) for s in scales},  # "_": no legend entry
+        ax=ax,
+        title=f"{title}: {quantity}",
         xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head",
-        ylabel=f"{title.split(': ')[-1]} (log scale)",
+        ylabel=f"{quantity} (log scale)",
     )
-axes[0].legend(fontsize=8, loc="upper left")
-fig.suptitle(f"ReLU MLP, depth {DEPTH}, width {WIDTH}, 256 digits: theory (dashed) vs measurement (points)")
+fig.suptitle(
+    f"ReLU MLP, depth {DEPTH}, width {WIDTH}, 256 digits: theory (dashed, coloured by init_scale) vs measurement (points)"
+)
 plt.show()
 
 # %% [markdown]
@@ -737,30 +738,21 @@ def tanh_factor(init_scale, n=200_001):
 
 
 probe_jit = jax.jit(deltas_by_probe, static_argnums=3)
-fig, ax = plt.subplots(figsize=(7, 3.8), dpi=90, layout="constrained")
-tanh_fit = {}
-for (act_name, act), color in zip([("relu", jax.nn.relu), ("tanh", jnp.tanh)], series(2), strict=True):
+measured, theory, tanh_fit = {}, {}, {}
+for act_name, act in [("relu", jax.nn.relu), ("tanh", jnp.tanh)]:
     d = np.array([float(jnp.linalg.norm(v)) for v in probe_jit([1.2 * W for W in Ws], x, y, act)])
     factor = 1.2 if act_name == "relu" else tanh_factor(1.2)
     tanh_fit[act_name] = (np.exp(-np.polyfit(layers[10:], np.log(d[10:]), 1)[0]), factor)
-    ax.plot(layers, d, "o", ms=3, color=color, label=f"{act_name}: measured")
-    ax.plot(
-        layers,
-        d[-1] * factor ** (DEPTH + 1 - layers),
-        "--",
-        lw=1,
-        color=color,
-        label=f"{act_name}: theory, x{factor:.3f} per layer",
-    )
-ax.set(
-    yscale="log",
+    measured[f"{act_name}: measured"] = (layers, d)
+    theory[f"{act_name}: theory, x{factor:.3f} per layer"] = (layers, d[-1] * factor ** (DEPTH + 1 - layers))
+print("\n".join(f"{a}: measured factor per layer {m:.3f}, theory {t:.3f}" for a, (m, t) in tanh_fit.items()))
+plot_theory_vs_measurement(
+    measured,
+    theory,
+    title="backpropagated signal at init_scale 1.2: ReLU vs tanh",
     xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head",
     ylabel="||delta_l|| (log scale)",
-    title="backpropagated signal at init_scale 1.2: ReLU vs tanh",
-)
-ax.legend(fontsize=8)
-plt.show()
-print("\n".join(f"{a}: measured factor per layer {m:.3f}, theory {t:.3f}" for a, (m, t) in tanh_fit.items()))
+).figure
 
 # %% [markdown]
 # The measured factor per layer for tanh is about 1.10 (the fit skips the first 10 layers, where $q$ has not

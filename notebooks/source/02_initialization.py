@@ -37,7 +37,7 @@ from helpers.data import load_digits
 from helpers.diagnostics import activation_stats
 from helpers.exercises import initialization as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, LAYER_AXIS, compare_histories, series
+from helpers.plots import COLORS, LAYER_AXIS, compare_histories, plot_theory_vs_measurement, series
 from helpers.train import SEEDS, TrainConfig, train_seeds
 from helpers.widgets import panel
 
@@ -375,24 +375,34 @@ results = {(rule, act): jax.tree.map(np.asarray, measure_nets(kernels(rule), x, 
 
 layers = np.arange(1, DEPTH + 2)  # 1..50 hidden, 51 = head
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=90, layout="constrained")
-for row, act in enumerate(PHI):
-    for rule, color in zip(STD, series(3), strict=True):
-        r, (rms_th, chi) = results[(rule, act)], theory(rule, act)
-        amp = r["dz"] / r["dz"][:, -1:]
-        for ax, xs, values, th in [
-            (axes[row, 0], layers[:-1], r["rms"], rms_th),
-            (axes[row, 1], layers, amp, gradient_theory(chi)),
-        ]:
-            ax.fill_between(xs, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
-            ax.plot(xs, rms_over_nets(values), "o", ms=3, color=color, label=f"{rule}: {NETS} networks (RMS, range)")
-            ax.plot(xs, th, "--", lw=1, color=COLORS["theory"])
-    axes[row, 0].set(title=f"{act}: forward, RMS of h_l", ylabel="RMS of h_l (log scale)")
-    axes[row, 1].set(title=f"{act}: backward, ||dL/dz_l|| / ||dL/dz_head||", ylabel="gradient ratio (log scale)")
-for ax in axes.flat:
-    ax.set(yscale="log", xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head")
-    ax.plot([], [], "--", color=COLORS["theory"], label="mean-field theory")
-    ax.legend(fontsize=7)
-fig.suptitle(f"MLP, depth {DEPTH}, width {WIDTH}, 256 digits, init_scale 1: theory (dashed) vs measurement")
+for row, act in zip(axes, PHI, strict=True):
+    amp = {rule: results[(rule, act)]["dz"] / results[(rule, act)]["dz"][:, -1:] for rule in STD}
+    for ax, what, xs, measured, predicted in [
+        (
+            row[0],
+            "forward, RMS of h_l",
+            layers[:-1],
+            {r: results[(r, act)]["rms"] for r in STD},
+            {r: theory(r, act)[0] for r in STD},
+        ),
+        (
+            row[1],
+            "backward, ||dL/dz_l|| / ||dL/dz_head||",
+            layers,
+            amp,
+            {r: gradient_theory(theory(r, act)[1]) for r in STD},
+        ),
+    ]:
+        plot_theory_vs_measurement(
+            {f"{rule}: {NETS} networks": (xs, values) for rule, values in measured.items()},
+            {f"_{rule}: mean-field theory": (xs, th) for rule, th in predicted.items()},  # in the rule's colour
+            ax=ax,
+            center="rms",
+            title=f"{act}: {what}",
+            xlabel=f"{LAYER_AXIS}; {DEPTH + 1} = head",
+            ylabel=f"{what.split(', ')[1]} (log scale)",
+        )
+fig.suptitle(f"MLP, depth {DEPTH}, width {WIDTH}, 256 digits, init_scale 1: mean-field theory (dashed) vs measurement")
 plt.show()
 
 # %%

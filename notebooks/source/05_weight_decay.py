@@ -35,7 +35,7 @@ from flax import nnx
 from helpers.data import load_digits
 from helpers.exercises import weight_decay as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, compare_histories, plot_layer_profile, plot_theory_vs_measurement, series
+from helpers.plots import compare_histories, plot_theory_vs_measurement
 from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
@@ -217,27 +217,26 @@ for l2 in (0.01, 0.1, 1.0):
 theory = {"decoupled": (1 - lr * lam) ** t, "L2 busy": np.exp(-lr * lam * t / G)}
 
 fig, (ax_b, ax_u) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
-every = slice(19, None, 40)
-ax_b.plot(t[every], paths["decoupled"][0][every], "o", ms=4, color=COLORS["measured"], label="decoupled 0.1: measured")
-ax_b.plot(t, theory["decoupled"], "--", color=COLORS["measured"], label="theory (1 - lr wd)^t")
-ax_b.plot(t[every], paths["L2 0.1"][0][every], "s", ms=4, color=COLORS["grad_norm"], label="L2 0.1: measured")
-ax_b.plot(t, theory["L2 busy"], "--", color=COLORS["grad_norm"], label="theory exp(-lr l2 t / G)")
-ax_b.set(
+every, first = slice(19, None, 40), slice(0, 200, 8)  # which steps to draw as points
+plot_theory_vs_measurement(
+    {name: (t[every], paths[name][0][every]) for name in ("decoupled", "L2 0.1")},
+    {"theory: (1 - lr wd)^t": (t, theory["decoupled"]), "theory: exp(-lr l2 t / G)": (t, theory["L2 busy"])},
+    ax=ax_b,
+    yscale="linear",
     xlabel="step",
     ylabel="mean weight",
-    ylim=(0, 1.05),
     title=f"busy weights (gradient RMS G = {G:g}), mean of {N_BUSY}",
-)
-ax_b.legend(fontsize=8)
-ax_u.plot(t[every], paths["decoupled"][1][every], "o", ms=4, color=COLORS["measured"], label="decoupled 0.1: measured")
-ax_u.plot(t, theory["decoupled"], "--", color=COLORS["measured"], label="theory (1 - lr wd)^t")
-for (name, marker), color in zip(
-    [("L2 0.01", "v"), ("L2 0.1", "s"), ("L2 1", "^")], series(3)[1:] + [COLORS["clipped"]], strict=True
-):
-    ax_u.plot(t[:200:8], paths[name][1][:200:8], marker, ms=4, ls="", color=color, label=f"{name}: measured")
-ax_u.plot(t[:100], 1 - lr * t[:100], ":", color=COLORS["theory"], label="initial rate: lr per step")
-ax_u.set(xlabel="step", ylabel="weight", ylim=(-0.05, 1.05), title="a weight the data never touches")
-ax_u.legend(fontsize=8)
+).set_ylim(0, 1.05)
+plot_theory_vs_measurement(
+    {"decoupled": (t[every], paths["decoupled"][1][every])}
+    | {"L2 0.01, 0.1 and 1 (one path)": (t[first], paths["L2 0.1"][1][first])},  # the same within 1e-3
+    {"theory: (1 - lr wd)^t": (t, theory["decoupled"]), "L2, initial rate: lr per step": (t[:100], 1 - lr * t[:100])},
+    ax=ax_u,
+    yscale="linear",
+    xlabel="step",
+    ylabel="weight",
+    title="a weight the data never touches",
+).set_ylim(-0.05, 1.05)
 fig.suptitle(f"Adam, lr = {lr}: L2 (coupled) vs decoupled weight decay")
 plt.show()
 
@@ -335,23 +334,16 @@ for name, run in runs.items():
 print(f"at initialisation: ||W|| of dense0 {mean_range(init_norms[:, 0], '{:.2f}')}")
 
 # %%
-fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=90, layout="constrained")
 x_layers = np.arange(len(model.layer_names()))
-for (name, run), color in zip(runs.items(), series(len(runs)), strict=True):
-    norms = run["kernel_norms"]
-    plot_layer_profile(
-        norms.mean(0),
-        model.layer_names(),
-        ax=ax,
-        label=f"{name} (mean of {len(SEEDS)} seeds)",
-        color=color,
-        ylabel="||W|| (log scale)",
-        title="kernel norms after 3 000 Adam steps (band: min-max over seeds)",
-    )
-    ax.fill_between(x_layers, norms.min(0), norms.max(0), color=color, alpha=0.2, lw=0)
-ax.plot(x_layers, init_norms.mean(0), "k:", lw=1.5, label="at initialisation")
-ax.legend(fontsize=8)
-plt.show()
+plot_theory_vs_measurement(
+    {name: (x_layers, run["kernel_norms"]) for name, run in runs.items()},
+    {"at initialisation (mean over seeds)": (x_layers, init_norms.mean(0))},
+    layer_names=model.layer_names(),
+    ylabel="||W|| (log scale)",
+    title="kernel norms after 3 000 Adam steps",
+).figure
+
+# %%
 compare_histories({name: run["seeds"] for name, run in runs.items()}, title="Adam, lr 1e-3: loss and gradient norm")
 
 # %% [markdown]

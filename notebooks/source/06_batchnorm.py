@@ -38,7 +38,13 @@ from helpers.data import load_digits
 from helpers.diagnostics import activation_stats, activations_and_grads, layer_grad_norms
 from helpers.exercises import batchnorm as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, compare_histories, plot_layer_histograms, plot_layer_profile
+from helpers.plots import (
+    COLORS,
+    compare_histories,
+    plot_layer_histograms,
+    plot_layer_profile,
+    plot_theory_vs_measurement,
+)
 from helpers.train import SEEDS, TrainConfig, evaluate, mean_range, train_seeds
 from helpers.widgets import Panel
 
@@ -571,51 +577,30 @@ assert (std_bn[:, -10:].mean(1) > std_bn[:, :10].mean(1)).all(), (
 )
 
 # %%
-fig, (ax_f, ax_b) = plt.subplots(1, 2, figsize=(10.5, 4.6), layout="constrained")
-colors = COLORS.series(3)
 hidden = np.arange(1, L)
-for (name, g), color in zip(grads.items(), colors, strict=True):
-    # the geometric mean over the seeds as points, their min-max as a band
-    ax_f.plot(np.arange(L), np.exp(np.log(stds[name]).mean(0)), "o-", ms=3, lw=1, color=color, label=name)
-    ax_f.fill_between(np.arange(L), stds[name].min(0), stds[name].max(0), color=color, alpha=0.2, lw=0)
-    plot_layer_profile(
-        np.exp(np.log(g).mean(0)),
-        names,
-        ax=ax_b,
-        label=name,
-        color=color,
-        title="backward: ||dL/dW|| per layer, at initialisation",
-    )
-    ax_b.fill_between(np.arange(L + 1), g.min(0), g.max(0), color=color, alpha=0.2, lw=0)
 theory_bn = np.exp(np.log(g_bn[:, L - 1]).mean()) * rate_theory ** (L - 1 - hidden)
-ax_b.plot(
-    hidden,
-    theory_bn,
-    "--",
-    color=COLORS["theory"],
-    lw=1.5,
-    label=f"theory with BatchNorm: x{rate_theory:.3f} per layer",
-)
 theory_plain = np.exp(np.log(grads["plain, no BatchNorm"][:, hidden]).mean())
-ax_b.plot(
-    hidden,
-    np.full(len(hidden), theory_plain),
-    ":",
-    color=COLORS["theory"],
-    lw=1.5,
-    label="theory without BatchNorm: flat",
-)
-ax_b.fill_between(
-    [], [], [], color="grey", alpha=0.2, lw=0, label=f"min-max over {len(SEEDS)} seeds; points: geometric mean"
-)
-ax_b.set_ylim(0.3, 300)
-ax_b.get_legend().remove()  # one legend for both panels, below them
-ax_f.set_xticks(range(0, L, 3), names[0:L:3], rotation=45, ha="right")
-ax_f.set_yscale("log")
-ax_f.set_title("forward: std of each block's output")
-ax_f.set_xlabel("layer (input -> output)")
-ax_f.set_ylabel("activation std (log scale)")
+fig, (ax_f, ax_b) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=90, layout="constrained")
+plot_theory_vs_measurement(
+    {name: (np.arange(L), stds[name]) for name in grads},
+    ax=ax_f,
+    layer_names=names[:L],
+    ylabel="activation std (log scale)",
+    title="forward: std of each block's output",
+).get_legend().remove()  # the same three networks as on the right
+plot_theory_vs_measurement(
+    {name: (np.arange(L + 1), g) for name, g in grads.items()},
+    {
+        f"theory with BatchNorm: x{rate_theory:.3f} per layer": (hidden, theory_bn),
+        "theory without BatchNorm: flat": (hidden, np.full(len(hidden), theory_plain)),
+    },
+    ax=ax_b,
+    layer_names=names,
+    ylabel="||dL/dW|| (log scale)",
+    title="backward: ||dL/dW|| per layer, at initialisation",
+).set_ylim(0.3, 300)
 fig.legend(*ax_b.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
+ax_b.get_legend().remove()  # one legend for both panels, below them
 fig.suptitle(
     f"ReLU MLP, depth {L}, width 128, He init, 256 digits: BatchNorm keeps the forward pass flat, not the backward"
 )
