@@ -110,11 +110,12 @@ def guarded_update(tx, grads, opt_state, params, loss, grad_norm, skip_nonfinite
     `apply_updates`. Under skip_nonfinite, `optax.apply_if_finite` has already zeroed the update of a non-finite
     gradient; only a non-finite update stops the run.
     """
+    loss_, gradient, parameters = (jnp.int32(REASONS.index(r)) for r in ("loss", "gradient", "parameters"))
     updates, new_opt_state = tx.update(grads, opt_state, params)
     if skip_nonfinite:
-        return updates, new_opt_state, all_finite(updates), jnp.int32(2)
+        return updates, new_opt_state, all_finite(updates), parameters
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(updates)
-    reason = jnp.where(~jnp.isfinite(loss), 0, jnp.where(~jnp.isfinite(grad_norm), 1, 2))
+    reason = jnp.where(~jnp.isfinite(loss), loss_, jnp.where(~jnp.isfinite(grad_norm), gradient, parameters))
     return updates, new_opt_state, ok, reason
 
 
