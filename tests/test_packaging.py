@@ -1,8 +1,11 @@
 """The routes to an environment agree: pyproject, the lock, environment.yml, the Makefile and CI."""
 
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,21 @@ def test_the_bootstrap_picks_python_3_12_or_3_13(tmp_path, present, chosen):
     out = subprocess.run(["sh", str(ROOT / "tools" / "find_python.sh")], env=env, capture_output=True, text=True)
     expected = chosen if not chosen.startswith("home/") else str(tmp_path / chosen)
     assert out.stdout.strip() == expected, out
+
+
+@pytest.mark.slow
+def test_the_installed_package_has_every_module_and_the_recorded_results(tmp_path):
+    """What Colab gets from `pip install git+...`: a wheel, not this checkout. Every helpers module must be in it
+    (helpers.exercises once was not), and the recorded study results the notebooks read."""
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and *.egg-info there
+    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w"]
+    subprocess.run([*build, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {str(p.relative_to(ROOT)) for p in (ROOT / "helpers").rglob("*.py")}
+    expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "helpers" / "recorded").glob("*.json")}
+    assert "helpers/recorded/deep_cnn.json" in expected
+    assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
