@@ -18,7 +18,8 @@ class Field:
     """How one config field is checked, printed, parsed and shown.
 
     kind: "float" | "int" | "bool" | "choice". low: the smallest value allowed (`above`: strictly larger).
-    optional: None is allowed too (it means "off"). printed: printed even when it has its default value.
+    optional: None is allowed too (it means "off"). words: strings allowed besides the kind's values ("dynamic").
+    printed: printed even when it has its default value.
     control: the slider a panel shows, or None for none: ("log", low exponent, high exponent[, value shown while
     switched off]) | ("int", low, high, step) | ("options", values) | ("checkbox",) | ("dropdown",).
     """
@@ -28,12 +29,13 @@ class Field:
     low: float | None = None
     above: bool = False
     optional: bool = False
+    words: tuple = ()
     printed: bool = False
     control: tuple | None = None
 
     def check(self, name: str, value) -> None:
         """ValueError naming the field unless `value` is allowed."""
-        if value is None and self.optional:
+        if (value is None and self.optional) or (isinstance(value, str) and value in self.words):
             return
         if self.kind == "choice":
             ok, want = value in self.choices, f"one of {self.choices}"
@@ -48,7 +50,8 @@ class Field:
             ok = ok and (self.low is None or (value > self.low if self.above else value >= self.low))
             want = "a finite number" + (f" {'>' if self.above else '>='} {self.low:g}" if self.low is not None else "")
         if not ok:
-            raise ValueError(f"{name} must be {want}{' or None' if self.optional else ''}, got {value!r}")
+            alternatives = "".join(f" or {w!r}" for w in self.words) + (" or None" if self.optional else "")
+            raise ValueError(f"{name} must be {want}{alternatives}, got {value!r}")
 
     def format(self, value) -> str:
         """The value as `parse` reads it back exactly: 0.05, 1e-05, 0.123456789, 3, True, adam, None."""
@@ -60,6 +63,8 @@ class Field:
     def parse(self, name: str, raw: str):
         if raw == "None" and self.optional:
             return None
+        if raw in self.words:
+            return raw
         try:
             if self.kind == "bool":
                 return {"True": True, "False": False}[raw]

@@ -2,8 +2,9 @@
 
     l2 -> clip -> sgd | momentum | adam -> weight decay -> -lr * warmup
 
-`optax.inject_hyperparams` keeps lr, warmup_steps, clip_norm, l2 and weight_decay in the optimizer state as
-arrays, so a new value (a slider move) is new data for the same compiled program, never a recompilation.
+`optax.inject_hyperparams` keeps lr, warmup_steps, clip_norm, l2, weight_decay and a fixed loss_scale (read by
+the step, not the chain) in the optimizer state as arrays, so a new value (a slider move) is new data for the same
+compiled program, never a recompilation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from helpers.precision import DynamicLossScaleState, dynamic_loss_scale
+
 #: The hyperparameters that live in the optimizer state: changing them compiles nothing.
-HYPERPARAMETERS = ("lr", "warmup_steps", "clip_norm", "l2", "weight_decay")
+HYPERPARAMETERS = ("lr", "warmup_steps", "clip_norm", "l2", "weight_decay", "loss_scale")
 
 
 def warmup_factor(count, warmup_steps):
@@ -56,8 +59,10 @@ def adaptive_grad_clip(clipping, params) -> optax.GradientTransformation:
 
 
 def hyperparameters(config) -> dict[str, float]:
-    """The values of a TrainConfig that live in the optimizer state; clip_norm None (no clipping) reads as 0."""
-    return {name: float(getattr(config, name) or 0.0) for name in HYPERPARAMETERS}
+    """The values of a TrainConfig that live in the optimizer state; clip_norm None (no clipping) reads as 0, and
+    loss_scale None or "dynamic" (kept in the state of `dynamic_loss_scale`) as 1."""
+    values = {name: float(getattr(config, name) or 0.0) for name in HYPERPARAMETERS if name != "loss_scale"}
+    return values | {"loss_scale": 1.0 if config.loss_scale in (None, "dynamic") else float(config.loss_scale)}
 
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
@@ -75,7 +80,8 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
     }
     optimizers = {"sgd": optax.identity, "momentum": lambda: optax.trace(0.9), "adam": optax.scale_by_adam}
 
-    def chain(lr, warmup_steps, clip_norm, l2, weight_decay):
+    def chain(lr, warmup_steps, clip_norm, l2, weight_decay, loss_scale):
+        del loss_scale  # the step multiplies the loss by it; the chain sees the gradient already divided
         parts = [optax.add_decayed_weights(l2, kernels)]
         if config.clip_norm is not None:
             parts.append(clippers[config.clip_mode](clip_norm))
@@ -85,11 +91,14 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
         return optax.chain(*parts)
 
     tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(**hyperparameters(config))
+    if config.loss_scale == "dynamic":  # skips non-finite steps itself
+        return dynamic_loss_scale(tx)
     if config.skip_nonfinite:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
     return tx
 
 
 def inject_state(opt_state) -> optax.InjectHyperparamsState:
-    """The InjectHyperparamsState, whether or not apply_if_finite wraps it."""
-    return opt_state.inner_state if isinstance(opt_state, optax.ApplyIfFiniteState) else opt_state
+    """The InjectHyperparamsState, whether or not apply_if_finite or dynamic_loss_scale wraps it."""
+    wrapped = isinstance(opt_state, optax.ApplyIfFiniteState | DynamicLossScaleState)
+    return opt_state.inner_state if wrapped else opt_state

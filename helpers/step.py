@@ -23,6 +23,7 @@ from helpers.compiles import compiled_cache
 from helpers.devices import batch_sharded, make_mesh, per_device, replicated
 from helpers.models import layer_norms
 from helpers.optimizer import adaptive_grad_clip, inject_state, kernel_mask, make_optimizer, warmup_factor
+from helpers.precision import DTYPES, cast
 
 #: Why a step was not applied, in the order the step meets them.
 REASONS = ("loss", "gradient", "parameters")
@@ -37,6 +38,8 @@ class Spec(NamedTuple):
     scan: bool  # a chunk of steps inside one lax.scan (else one step per call)
     devices: int = 1  # the batch sharded over this many devices (helpers.devices)
     sync_batchnorm: bool = True  # BatchNorm statistics over the whole batch (else per device)
+    precision: str = "float32"  # the compute dtype of the forward and backward passes (helpers.precision)
+    loss_scaling: str | None = None  # None | "fixed" (S a hyperparameter) | "dynamic" (S in the optimizer state)
 
 
 class StepMetrics(NamedTuple):
@@ -50,28 +53,39 @@ class StepMetrics(NamedTuple):
     lr: jax.Array  # after warmup
     ok: jax.Array  # loss, gradient and update finite: the update was applied
     reason: jax.Array  # when not ok, why: an index into REASONS
+    loss_scale: jax.Array  # the loss scale S this step used (1 without loss scaling)
     layer_grad_norms: jax.Array  # (layers,)
     update_ratio: jax.Array  # (layers,) ||update|| / ||W||
 
 
-_SCALARS = StepMetrics._fields[:7]
+_SCALARS = tuple(f for f in StepMetrics._fields if f not in ("layer_grad_norms", "update_ratio"))
 
 
-def loss_and_grads(graphdef, params, rest, x, y, axis_name: str | None = None):
+def loss_and_grads(graphdef, params, rest, x, y, axis_name: str | None = None, *, precision="float32", scale=None):
     """Mean softmax cross-entropy on the batch, the model's new non-parameter state (BatchNorm's running
     statistics), and the gradient with respect to the parameters.
 
     `axis_name`: called on one device's rows inside `jax.shard_map` (helpers.devices.per_device); the loss is then
-    the mean over every device's rows, so the gradient is the global one."""
+    the mean over every device's rows, so the gradient is the global one. `precision`: the forward and backward
+    passes run in that dtype (parameters and inputs cast; the loss in float32; helpers.precision). `scale`: loss
+    scaling, the loss times `scale` is differentiated and the gradient divided by it; the loss returned is
+    unscaled."""
+    dtype = DTYPES[precision]
 
     def loss_fn(params):
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        low = precision != "float32"
+        model = nnx.merge(graphdef, cast(params, dtype) if low else params, rest, copy=True)
+        logits = model(x.astype(dtype) if low else x).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         if axis_name is not None:
             loss = jax.lax.pmean(loss, axis_name)
-        return loss, nnx.split(model, nnx.Param, ...)[2]
+        new_rest = nnx.split(model, nnx.Param, ...)[2]
+        return (loss if scale is None else loss * scale), (loss, new_rest)
 
-    (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (_, (loss, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    new_rest = jax.tree.map(lambda new, old: new.astype(old.dtype), new_rest, rest)
+    if scale is not None:
+        grads = jax.tree.map(lambda g: g / scale, grads)
     return loss, new_rest, grads
 
 
@@ -136,13 +150,14 @@ def make_step(graphdef, spec: Spec, tx, mesh=None):
     def step(carry, batch):
         params, rest, opt_state, stopped = carry
         x, y, active = batch
-        loss, new_rest, grads = forward_backward(graphdef, params, rest, x, y)
         hp = inject_state(opt_state).hyperparams
+        scale = {None: None, "fixed": hp["loss_scale"], "dynamic": getattr(opt_state, "scale", None)}[spec.loss_scaling]
+        low = {} if scale is None and spec.precision == "float32" else {"precision": spec.precision, "scale": scale}
+        loss, new_rest, grads = forward_backward(graphdef, params, rest, x, y, **low)
         reported = with_l2(grads, params, hp["l2"])
         grad_norm = optax.tree.norm(reported)
-        updates, new_opt_state, ok, reason = guarded_update(
-            tx, grads, opt_state, params, loss, grad_norm, spec.skip_nonfinite
-        )
+        skips = spec.skip_nonfinite or spec.loss_scaling == "dynamic"  # a skipped step is not a divergence
+        updates, new_opt_state, ok, reason = guarded_update(tx, grads, opt_state, params, loss, grad_norm, skips)
         # read the kernels' norms before the update overwrites the parameters in place
         norms, params = jax.lax.optimization_barrier((layer_norms(reported, updates, params), params))
         apply = active & ~stopped & ok
@@ -161,6 +176,7 @@ def make_step(graphdef, spec: Spec, tx, mesh=None):
             lr=hp["lr"] * warmup_factor(inject_state(opt_state).count, hp["warmup_steps"]),
             ok=ok,
             reason=reason,
+            loss_scale=jnp.float32(1.0) if scale is None else scale,
             layer_grad_norms=grad_norms,
             update_ratio=update_norms / param_norms,
         )
@@ -191,6 +207,7 @@ def optimizer_for(spec: Spec, params):
         clip_norm=1.0 if spec.clip_mode else None,
         clip_mode=spec.clip_mode or "global_norm",
         skip_nonfinite=spec.skip_nonfinite,
+        loss_scale={None: None, "fixed": 1.0, "dynamic": "dynamic"}[spec.loss_scaling],
     )
     return make_optimizer(config, params)
 
@@ -226,6 +243,6 @@ def compiled_chunk(graphdef, spec: Spec):
         state = optimizer_for(spec, params).init(params)
         values = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
         inject = inject_state(state)._replace(hyperparams=values)
-        return state._replace(inner_state=inject) if spec.skip_nonfinite else inject
+        return inject if state is inject_state(state) else state._replace(inner_state=inject)
 
     return jax.jit(run, donate_argnums=(0,)), jax.jit(init)

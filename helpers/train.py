@@ -31,6 +31,7 @@ from helpers.config import Config, setting
 from helpers.devices import check_devices, make_mesh, replicated
 from helpers.models import CNN
 from helpers.optimizer import adaptive_grad_clip, hyperparameters, make_optimizer, warmup_factor
+from helpers.precision import DTYPES
 from helpers.step import REASONS, Spec, compiled_chunk, unpack
 
 __all__ = [
@@ -84,9 +85,17 @@ class TrainConfig(Config):
     """Data parallelism: each batch split over the first `devices` devices, parameters replicated (helpers.devices)."""
     sync_batchnorm: bool = setting(True, "bool", control=("checkbox",))
     """With devices > 1: BatchNorm statistics over the whole batch (True) or over each device's rows (False)."""
+    precision: str = setting("float32", "choice", choices=tuple(DTYPES), control=("dropdown",))
+    """The dtype of the forward and backward passes; the parameters stay float32 (helpers.precision)."""
+    loss_scale: float | str | None = setting(None, "float", low=0, above=True, optional=True, words=("dynamic",))
+    """None: no loss scaling. A number S: the loss times S before differentiating, the gradient divided by S after
+    (a new S compiles nothing). "dynamic": S from 2^15, halved with the step skipped when a gradient is not finite,
+    doubled after 200 finite steps in a row; a skipped step is not a divergence."""
 
     def __post_init__(self):
         super().__post_init__()
+        if self.devices > 1 and not self.sync_batchnorm and (self.precision != "float32" or self.loss_scale):
+            raise ValueError("precision and loss_scale need sync_batchnorm=True when devices > 1")
         if self.batch_size % self.devices:
             raise ValueError(
                 f"devices must divide batch_size (each device gets batch_size / devices examples), "
@@ -110,11 +119,12 @@ class History:
     layer_grad_norms: np.ndarray  # (steps, layers) norm of each weight kernel's gradient
     update_ratio: np.ndarray  # (steps, layers) ||update|| / ||kernel|| of each layer
     clipped: np.ndarray  # (steps,) bool: clipping changed the gradient
-    skipped: np.ndarray  # (steps,) bool: non-finite gradient skipped (skip_nonfinite=True)
+    skipped: np.ndarray  # (steps,) bool: non-finite gradient skipped (skip_nonfinite=True or loss_scale="dynamic")
     lr: np.ndarray  # (steps,) learning rate after warmup
     diverged_at: int | None = None  # first step whose loss, gradient or new parameters are not finite
     diverged_layer: str | None = None  # where the non-finite values began (see `_blame`)
     diverged_reason: str | None = None  # "loss" | "gradient" | "parameters"
+    loss_scale: np.ndarray | None = None  # (steps,) the loss scale S each step used (1 without loss scaling)
 
     @property
     def steps(self) -> int:
@@ -144,7 +154,10 @@ def _spec(model: nnx.Module, config: TrainConfig) -> Spec:
     clip_mode = config.clip_mode if config.clip_norm is not None else None
     sync = config.sync_batchnorm or config.devices == 1  # on one device, both are the same program
     scan = not isinstance(model, CNN)
-    return Spec(config.optimizer, clip_mode, config.skip_nonfinite, scan, config.devices, sync)
+    scaling = None if config.loss_scale is None else "dynamic" if config.loss_scale == "dynamic" else "fixed"
+    return Spec(
+        config.optimizer, clip_mode, config.skip_nonfinite, scan, config.devices, sync, config.precision, scaling
+    )
 
 
 def is_compiled(model: nnx.Module, config: TrainConfig) -> bool:
@@ -289,6 +302,7 @@ def _history(config: TrainConfig, names: list[str], rows: list[tuple[np.ndarray,
         clipped=m.clipped[:end].astype(bool),
         skipped=m.skipped[:end].astype(bool),
         lr=m.lr[:end],
+        loss_scale=m.loss_scale[:end],
     )
     if len(bad):
         t = int(bad[0])

@@ -22,13 +22,15 @@ def values(field: Field):
         strategy = st.floats(
             min_value=field.low, max_value=1e30, exclude_min=field.above, allow_nan=False, allow_infinity=False
         )
+    strategy = st.one_of(strategy, st.sampled_from(field.words)) if field.words else strategy
     return st.one_of(st.none(), strategy) if field.optional else strategy
 
 
 def configs(cls):
     def build(kwargs):
-        if "devices" in kwargs:  # the one rule across fields: devices divides batch_size
-            kwargs["batch_size"] *= kwargs["devices"]
+        if "devices" in kwargs:  # the rules across fields: devices divides batch_size, and low precision on
+            kwargs["batch_size"] *= kwargs["devices"]  # several devices synchronizes BatchNorm
+            kwargs["sync_batchnorm"] |= kwargs["precision"] != "float32" or kwargs["loss_scale"] is not None
         return cls(**kwargs)
 
     return st.fixed_dictionaries({name: values(field) for name, field in fields(cls).items()}).map(build)

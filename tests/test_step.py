@@ -13,7 +13,7 @@ from flax import nnx
 from helpers import step as S
 from helpers.compiles import CACHE_SIZE, CompiledCache
 from helpers.models import ModelConfig
-from helpers.optimizer import adaptive_grad_clip, make_optimizer
+from helpers.optimizer import adaptive_grad_clip, hyperparameters, make_optimizer
 from helpers.train import TrainConfig, _spec, train
 
 MODEL = ModelConfig(depth=3, width=16, batchnorm=True)
@@ -102,6 +102,7 @@ def test_pack_and_unpack_keep_every_metric_by_name():
         lr=jnp.float32(0.1),
         ok=jnp.array(True),
         reason=jnp.int32(2),
+        loss_scale=jnp.float32(1024.0),
         layer_grad_norms=jnp.arange(4.0),
         update_ratio=jnp.arange(4.0) / 10,
     )
@@ -140,7 +141,7 @@ def test_the_cache_of_compiled_programs_stays_bounded(small):
             (
                 params,
                 rest,
-                init(params, {k: 0.1 for k in ("lr", "warmup_steps", "clip_norm", "l2", "weight_decay")}),
+                init(params, hyperparameters(config)),
                 jnp.array(False),
             ),
             jnp.asarray(small.x_train),
