@@ -390,6 +390,27 @@ def seeds(data, rounds: int, res: dict) -> dict:
     return t
 
 
+def precision(data, rounds: int, res: dict) -> dict:
+    """8: the step in bfloat16 and float16 against float32 (helpers.precision), the 20 x 128 MLP + BatchNorm and
+    the CNN, train() per step. Native bf16/fp16 matrix units (AVX512-BF16, AMX) make low precision cheap; a CPU
+    without them converts, and one was measured 3.8x slower in bfloat16 (issue 13)."""
+    log("\n[8] precision: float32 / bfloat16 / float16, train() per step")
+    variants = {}
+    for name, model, batch, steps in [("MLP 20 x 128", build_mlp(20, 128), 128, 100), ("CNN", build_cnn(), 64, 50)]:
+        for dtype in ("float32", "bfloat16", "float16"):
+            cfg = T.TrainConfig(lr=0.05, batch_size=batch, steps=steps, chunk_steps=50, precision=dtype)
+            T.train(model, data, cfg)  # compile
+            variants[f"{name}, {dtype}"] = train_timer(model, data, cfg)
+    t = alternate(variants, rounds)
+    for name in ("MLP 20 x 128", "CNN"):
+        key = "mlp" if name.startswith("MLP") else "cnn"
+        for dtype in ("bfloat16", "float16"):
+            res[f"{key}_{dtype}_vs_float32"] = paired(t[f"{name}, {dtype}"], t[f"{name}, float32"])
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    res["machine"]["bf16_units"] = sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16", "avx512_fp16")})
+    return t
+
+
 #: Notebook 07's deep network: 16 conv blocks of 16 channels, BatchNorm, residual blocks that start as the identity.
 DEEP_CNN = ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True)
 DEEP_TRAIN = T.TrainConfig(optimizer="momentum", lr=0.1, clip_norm=1.0, weight_decay=5e-4, chunk_steps=25)
@@ -501,11 +522,12 @@ def table(sections: dict[str, dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
-    p.add_argument("--only", nargs="*", default=None, help="sections: small large chunking compile seeds torch deep")
+    sections_help = "sections: small large chunking compile seeds torch deep precision"
+    p.add_argument("--only", nargs="*", default=None, help=sections_help)
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
     rounds = 3 if args.quick else 15
-    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch", "deep"]
+    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch", "deep", "precision"]
     data = load_data()
     res: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -541,6 +563,8 @@ def main() -> None:
         tables["seeds (section 5)"] = seeds(data, 3 if args.quick else 9, res)
     if "torch" in sections:
         tables["vs PyTorch eager (section 6)"] = versus_torch(data, 3 if args.quick else 7, res)
+    if "precision" in sections:
+        tables["precision (section 8)"] = precision(data, 3 if args.quick else 7, res)
     if "deep" in sections:
         res["deep_cnn"] = deep(data, (100, 200) if args.quick else (100, 150, 200, 300, 400))
         res["deep_cnn_s_to_97"] = res["deep_cnn"].get("s_to_97", math.inf)
@@ -585,6 +609,10 @@ def main() -> None:
         "compile_cpu_s_depth100",
         "small_step_vs_previous",
         "large_step_vs_previous",
+        "mlp_bfloat16_vs_float32",
+        "mlp_float16_vs_float32",
+        "cnn_bfloat16_vs_float32",
+        "cnn_float16_vs_float32",
     ):
         if key in res:
             print(f"  {key:40s} {res[key]:8.3f}")

@@ -459,7 +459,8 @@ def train_seeds(model_config, data, config: TrainConfig = TrainConfig(), seeds=S
     XLA:CPU runs a vmapped convolution as a slow grouped one). The threads take the runs a chunk at a time
     from one shared queue, so all seeds progress together and no core idles while a run still waits (5 seeds
     split 3 + 2 over 2 threads took 1.4x longer). `on_chunk(runs_so_far)` is called on the calling thread
-    whenever every seed has finished another chunk, and once at the end with the finished SeedRuns.
+    whenever every seed has finished another chunk, and once at the end with the finished SeedRuns; a caller
+    slower than the runs (a redraw, a loaded machine) sees only the latest state: reports never queue up.
     """
     seeds = _check_seeds(seeds)
     models = model_config.build_seeds(seeds, data.image_shape, data.num_classes)

@@ -74,7 +74,10 @@ def test_on_chunk_sees_every_seed_advance_and_the_finished_runs_last(small):
     runs = train_seeds(MLP, small, CONFIG, seeds=[0, 1, 2], on_chunk=seen.append)
     assert all(isinstance(r, SeedRuns) for r in seen)
     slowest = [min(h.steps for h in r.histories) for r in seen]
-    assert slowest == [10, 20, 30, 40], slowest
+    # Every call shows all seeds further on than the last one did, at a chunk boundary. How many calls there are
+    # depends on the threads' timing: a caller slower than the runs sees fewer (reports never queue up).
+    assert slowest == sorted(set(slowest)) and all(s % CONFIG.chunk_steps == 0 for s in slowest), slowest
+    assert slowest[-1] == CONFIG.steps and set(slowest) <= {10, 20, 30, 40}, slowest
     assert seen[-1] is runs and runs.models is not None and all(r.models is None for r in seen[:-1])
 
 

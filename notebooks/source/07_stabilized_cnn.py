@@ -473,7 +473,7 @@ assert clipped["plain"] > 0.5 > clipped["residual, identity start"], f"share of 
 #
 # The runs above are one setting. `helpers.studies` trained the same two networks at four learning rates with
 # and without warmup, at four depths and for twice as many steps, then the ablation further below, every run on
-# 5 seeds: about 150 trainings, 6 minutes on 2 cores, too long to run here. This notebook reads the recorded
+# 5 seeds: 140 trainings, 6 minutes on 2 cores, too long to run here. This notebook reads the recorded
 # results (`python -m helpers.studies deep_cnn` runs them again).
 #
 # Two rules for reading them:
