@@ -108,3 +108,12 @@ def test_the_config_names_and_round_trips_the_new_fields():
         TrainConfig(devices=2, sync_batchnorm=False, precision="bfloat16")
     assert isinstance(TrainConfig(loss_scale="dynamic"), TrainConfig)
     assert DynamicLossScaleState._fields == ("scale", "good_steps", "inner_state")
+
+
+def test_a_huge_but_finite_gradient_is_applied_not_skipped():
+    """Its squared norm overflows float32, its entries do not: finiteness is decided entry by entry."""
+    tx = dynamic_loss_scale(optax.sgd(1.0), initial=8.0, period=3)
+    params = {"w": jnp.ones(2)}
+    updates, state = tx.update({"w": jnp.array([3e20, 3e20])}, tx.init(params), params)
+    assert float(state.scale) == 8.0 and int(state.good_steps) == 1
+    np.testing.assert_allclose(updates["w"], [-3e20, -3e20])
