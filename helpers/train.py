@@ -87,7 +87,9 @@ class TrainConfig(Config):
     """With devices > 1: BatchNorm statistics over the whole batch (True) or over each device's rows (False)."""
     precision: str = setting("float32", "choice", choices=tuple(DTYPES), control=("dropdown",))
     """The dtype of the forward and backward passes; the parameters stay float32 (helpers.precision)."""
-    loss_scale: float | str | None = setting(None, "float", low=0, above=True, optional=True, words=("dynamic",))
+    loss_scale: float | str | None = setting(
+        None, "float", low=0, above=True, optional=True, words=("dynamic",), control=("log", 0, 6, 1024.0)
+    )
     """None: no loss scaling. A number S: the loss times S before differentiating, the gradient divided by S after
     (a new S compiles nothing). "dynamic": S from 2^15, halved with the step skipped when a gradient is not finite,
     doubled after 200 finite steps in a row; a skipped step is not a divergence."""

@@ -141,6 +141,8 @@ class _Control:
     def _checked(self, value):
         """`value` if a user could pick it with this widget, else ValueError (no silent clamping)."""
         s = self.slider
+        if isinstance(value, str) and not hasattr(s, "options"):  # loss_scale="dynamic": a word, not a position
+            raise ValueError(f"{self.name}={value!r} has no position on this control: set it in the config")
         if isinstance(s, w.FloatLogSlider):
             low, high = s.base**s.min, s.base**s.max
         elif hasattr(s, "options"):
@@ -164,6 +166,8 @@ class _Control:
 def _control(name: str, target: str, field: Field, value) -> _Control:
     """The control `field.control` describes, showing `value`."""
     kind, *args = field.control
+    if isinstance(value, str) and value in field.words:
+        raise ValueError(f"{name}={value!r} has no position on this control: set it in the config")
     if kind == "log" and len(args) == 3:  # an optional knob: a log slider with an "on" checkbox
         low, high, resting = args
         off_value = None if field.optional else 0.0

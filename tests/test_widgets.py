@@ -84,6 +84,8 @@ def test_continuous_controls_rerun_without_recompiling(every):
         {"init_scale": 1.4},
         {"clip_norm": 2.0},  # switching clipping on changes the program: compiles once ...
         {"clip_norm": 0.5},  # ... moving the threshold does not
+        {"loss_scale": 1024.0},  # so does switching a fixed loss scale on ...
+        {"loss_scale": 64.0},  # ... and moving it does not
         {"l2": 1e-4},
         {"weight_decay": 1e-3},
         {"warmup_steps": 10},
@@ -91,11 +93,12 @@ def test_continuous_controls_rerun_without_recompiling(every):
         {"seed": 3},
     ):
         history = every.set(**change)
-        if "clip_norm" in change and change["clip_norm"] == 2.0:
+        if change in ({"clip_norm": 2.0}, {"loss_scale": 1024.0}):
             continue
         assert every.compiles == 0, f"{change} recompiled"
         assert history is every.history and history.config == every.config
     assert every.config.lr == 0.02 and every.config.clip_norm == 0.5 and every.config.steps == 30
+    assert every.config.loss_scale == 64.0 and (every.history.loss_scale == 64.0).all()
     assert every.model.init_scale == 1.4 and every.model.seed == every.config.seed == 3
 
 
@@ -195,6 +198,10 @@ def test_set_refuses_what_a_user_could_not_do(every):
         widgets.panel(every.data, model=MODEL, config=CONFIG, controls=["learning_rate"])
     with pytest.raises(ValueError, match="plot must be"):
         widgets.panel(every.data, model=MODEL, config=CONFIG, controls=["lr"], plot="heatmap")
+    with pytest.raises(ValueError, match="no position"):  # dynamic loss scaling is a word, not a slider value
+        every.set(loss_scale="dynamic")
+    with pytest.raises(ValueError, match="no position"):
+        widgets.panel(every.data, model=MODEL, config=CONFIG.replace(loss_scale="dynamic"), controls=["loss_scale"])
 
 
 def test_errors_from_a_user_change_are_shown_not_lost(data):
