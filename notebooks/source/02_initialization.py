@@ -373,6 +373,7 @@ def gradient_theory(chi):
 
 results = {(rule, act): jax.tree.map(np.asarray, measure_nets(kernels(rule), x, y, act)) for act in PHI for rule in STD}
 
+# %%
 layers = np.arange(1, DEPTH + 2)  # 1..50 hidden, 51 = head
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=90, layout="constrained")
 for row, act in zip(axes, PHI, strict=True):
@@ -566,6 +567,8 @@ spectra = {  # both kinds share the Gaussian first layer of the networks above
     for act in iso_activations
     for kind, Ws in hidden_kernels.items()
 }
+
+# %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), dpi=90, sharey=True, layout="constrained")
 bins = np.linspace(-12, 1.5, 55)
 for ax, act in zip(axes, iso_activations, strict=True):

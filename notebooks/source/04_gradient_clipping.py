@@ -226,6 +226,7 @@ largest = float(jnp.max(jnp.abs(g_all)))
 thresholds = np.logspace(-5, 3, 25)
 cos_value = np.array([float(cosine(grads, clip_by_value(grads, c))) for c in thresholds])
 
+# %%
 fig, (ax2d, ax) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
 g2 = np.array([3.0, 0.5])
 arrows = {
@@ -445,6 +446,7 @@ worst = {name: float(np.max(np.abs(np.log(rms / (rms_x * s**layers))))) for name
 draws = np.array([layer_rms(net) for net in EXPLODING.build_seeds(SEEDS, data.image_shape)])  # seeds 0-4, s = 1.2
 trained = np.array([layer_rms(net) for net in clip_runs.models])  # the same five networks after training
 
+# %%
 fig, ax = plt.subplots(figsize=(8, 4), dpi=90, layout="constrained")
 names = clip_runs.models[0].layer_names()[:-1]
 colors = series(3)

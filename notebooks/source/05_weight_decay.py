@@ -216,6 +216,7 @@ for l2 in (0.01, 0.1, 1.0):
     paths[f"L2 {l2:g}"] = shrink(with_l2(optax.scale_by_adam(), lr, l2))
 theory = {"decoupled": (1 - lr * lam) ** t, "L2 busy": np.exp(-lr * lam * t / G)}
 
+# %%
 fig, (ax_b, ax_u) = plt.subplots(1, 2, figsize=(11, 4), dpi=90, layout="constrained")
 every, first = slice(19, None, 40), slice(0, 200, 8)  # which steps to draw as points
 plot_theory_vs_measurement(
