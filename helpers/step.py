@@ -151,7 +151,11 @@ def make_step(graphdef, spec: Spec, tx, mesh=None):
         params, rest, opt_state, stopped = carry
         x, y, active = batch
         hp = inject_state(opt_state).hyperparams
-        scale = {None: None, "fixed": hp["loss_scale"], "dynamic": getattr(opt_state, "scale", None)}[spec.loss_scaling]
+        scale = None  # the loss scale S; None without loss scaling
+        if spec.loss_scaling == "fixed":
+            scale = hp["loss_scale"]
+        elif spec.loss_scaling == "dynamic":
+            scale = opt_state.scale
         low = {} if scale is None and spec.precision == "float32" else {"precision": spec.precision, "scale": scale}
         loss, new_rest, grads = forward_backward(graphdef, params, rest, x, y, **low)
         reported = with_l2(grads, params, hp["l2"])

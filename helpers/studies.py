@@ -123,9 +123,6 @@ def check_deep_cnn(study: dict) -> None:
     acc = {label: np.array(r["accuracy"]) for label, r in study["runs"].items()}
     clipped = {label: np.mean(r["clipped"]) for label, r in study["runs"].items()}
 
-    def separated(low: str, high: str) -> bool:
-        return separated_runs(study, low, high)
-
     def gap(lr=RECIPE.lr, warmup=RECIPE.warmup_steps, steps=RECIPE.steps, depth=16):
         """Mean accuracy of the identity start minus the plain network's, and the wider of their spreads."""
         ident, plain = (acc[grid_label(net, lr, warmup, steps, depth)] for net in ("identity start", "plain"))
@@ -140,7 +137,7 @@ def check_deep_cnn(study: dict) -> None:
     )
     warmed = [gap(lr, 50)[0] for lr in LRS]
     assert sum(g > 0 for g in warmed) >= 3, f"with warmup 50 the identity start should still lead, by {warmed}"
-    assert separated(grid_label("plain", 0.2, 0), grid_label("identity start", 0.2, 0)), (
+    assert separated_runs(study, grid_label("plain", 0.2, 0), grid_label("identity start", 0.2, 0)), (
         "16 blocks, lr 0.2, no warmup: every identity-start seed should beat every plain one"
     )
     for lr in LRS:
@@ -154,11 +151,12 @@ def check_deep_cnn(study: dict) -> None:
     for depth in (4, 8):
         d, spread = gap(depth=depth)
         assert abs(d) < spread, f"{depth} blocks: the gap ({d:.1%}) should be within the seeds' spread ({spread:.1%})"
-    plain32 = acc[grid_label("plain", RECIPE.lr, RECIPE.warmup_steps, depth=32)]
-    ident32 = acc[grid_label("identity start", RECIPE.lr, RECIPE.warmup_steps, depth=32)]
-    assert plain32.max() < ident32.min() and ident32.mean() - plain32.mean() > 0.2, (
+    plain32, ident32 = (
+        grid_label(net, RECIPE.lr, RECIPE.warmup_steps, depth=32) for net in ("plain", "identity start")
+    )
+    assert separated_runs(study, plain32, ident32) and gap(depth=32)[0] > 0.2, (
         f"32 blocks: every identity-start seed should beat every plain one, by over 20 points on average; "
-        f"got {ident32.round(3)} against {plain32.round(3)}"
+        f"got {acc[ident32].round(3)} against {acc[plain32].round(3)}"
     )
     # twice the steps do not close the gap
     plain400 = acc[grid_label("plain", RECIPE.lr, RECIPE.warmup_steps, 2 * RECIPE.steps)]
@@ -171,7 +169,7 @@ def check_deep_cnn(study: dict) -> None:
     ablation = {label: acc[f"ablation: {label}"] for label in ABLATION}
     full, worst = ablation["full recipe"], ablation["no identity start"]
     others = [v.mean() for k, v in ablation.items() if k != "no identity start"]
-    assert separated("ablation: no identity start", "ablation: full recipe"), (
+    assert separated_runs(study, "ablation: no identity start", "ablation: full recipe"), (
         "every seed of the full recipe should beat every seed without the identity start"
     )
     assert worst.mean() < 0.85 and worst.mean() < min(others) - 0.1, (
