@@ -50,6 +50,7 @@ TARGETS = {
     "diagnostics_overhead": ("<=", 0.10),
     "compile_s_depth100": ("<", 3.0),
     "deep_cnn_s_to_97": ("<", 30.0),
+    "diagnose_s_max_first_call": ("<", 2.0),
 }
 
 
@@ -411,6 +412,36 @@ def precision(data, rounds: int, res: dict) -> dict:
     return t
 
 
+def diagnosis(data, res: dict) -> None:
+    """9: seconds `helpers.diagnose.diagnose` takes on failed runs of the tutorial models, the first call for a
+    network (its measurements compile) and a second call (compiled). Target: under 2 s."""
+    from helpers.diagnose import diagnose
+
+    log("\n[9] diagnose: seconds per call, first (compiles) and second")
+    mlp, cnn = ModelConfig(depth=8, width=64), ModelConfig(kind="cnn", depth=3, width=16, batchnorm=True)
+    failed = {
+        "learning_rate, 8 x 64 MLP, sgd lr 2": (mlp, T.TrainConfig(lr=2.0)),
+        "init_scale, 20 x 64 MLP at 0.5": (mlp.replace(depth=20, init_scale=0.5), T.TrainConfig(lr=0.05)),
+        "batchnorm_mode, batch of 1": (mlp.replace(batchnorm=True), T.TrainConfig(lr=0.05, batch_size=1)),
+        "low_precision, float16 loss scale 2^20": (mlp, T.TrainConfig(precision="float16", loss_scale=2.0**20)),
+        "dead_units, CNN lr 20": (cnn, T.TrainConfig(lr=20.0)),
+        "learning_rate, CNN tanh lr 20": (cnn.replace(activation="tanh"), T.TrainConfig(lr=20.0)),
+    }
+    times = {}
+    for name, (model_config, config) in failed.items():
+        net = model_config.build(data.image_shape)
+        history = T.train(net, data, config)
+        calls = []
+        for _ in range(2):
+            start = time.perf_counter()
+            cause = diagnose(history, net, data).cause
+            calls.append(time.perf_counter() - start)
+        times[name] = calls
+        log(f"  {name:42s} -> {cause:15s} first {calls[0]:.2f} s, again {calls[1]:.3f} s")
+    res["diagnose_s"] = times
+    res["diagnose_s_max_first_call"] = max(t[0] for t in times.values())
+
+
 #: Notebook 07's deep network: 16 conv blocks of 16 channels, BatchNorm, residual blocks that start as the identity.
 DEEP_CNN = ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True)
 DEEP_TRAIN = T.TrainConfig(optimizer="momentum", lr=0.1, clip_norm=1.0, weight_decay=5e-4, chunk_steps=25)
@@ -522,12 +553,12 @@ def table(sections: dict[str, dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
-    sections_help = "sections: small large chunking compile seeds torch deep precision"
+    sections_help = "sections: small large chunking compile seeds torch deep precision diagnose"
     p.add_argument("--only", nargs="*", default=None, help=sections_help)
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
     rounds = 3 if args.quick else 15
-    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch", "deep", "precision"]
+    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch", "deep", "precision", "diagnose"]
     data = load_data()
     res: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -565,6 +596,8 @@ def main() -> None:
         tables["vs PyTorch eager (section 6)"] = versus_torch(data, 3 if args.quick else 7, res)
     if "precision" in sections:
         tables["precision (section 8)"] = precision(data, 3 if args.quick else 7, res)
+    if "diagnose" in sections:
+        diagnosis(data, res)
     if "deep" in sections:
         res["deep_cnn"] = deep(data, (100, 200) if args.quick else (100, 150, 200, 300, 400))
         res["deep_cnn_s_to_97"] = res["deep_cnn"].get("s_to_97", math.inf)
@@ -586,6 +619,7 @@ def main() -> None:
         ("compile_s_depth100", "s", f"(CPU {res.get('compile_cpu_s_depth100', math.nan):.2f} s)"),
         ("seeds5_cost_vs_one", "x", "train_seeds (5 seeds) / train (1 seed), builds included"),
         ("deep_cnn_s_to_97", "s", "deep residual CNN (07): training seconds to 97% test accuracy on 3 of 3 seeds"),
+        ("diagnose_s_max_first_call", "s", "helpers.diagnose on failed runs: the slowest first call (compiles)"),
     ]
     for key, unit, note in rows:
         if key in res:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable, Sequence
 
 import jax
@@ -136,6 +137,14 @@ class _Net(nnx.Module):
     #: code). Unrolled steps run faster on CPU, a loop compiles in the same time whatever the depth
     #: (benchmarks/README.md). None: always unrolled.
     loop_from_depth: int | None = 17
+
+    @property
+    def config(self) -> ModelConfig | None:
+        """The ModelConfig that built this network (`ModelConfig.build`), or None for one built by hand.
+
+        Kept beside the network, not in it: an attribute would enter the graph that compiled programs are keyed
+        by, and every new init_scale would compile again."""
+        return _BUILT_BY.get(self)
 
     def hidden(self, x: jax.Array) -> jax.Array:
         """Post-activation outputs of all hidden blocks, stacked: shape (depth, batch, ...), input -> output."""
@@ -404,7 +413,7 @@ class ModelConfig(Config):
 
     def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN:
         """The network for inputs of shape `image_shape` (H, W, C), e.g. `data.image_shape`."""
-        return self._make(image_shape, num_classes, nnx.Rngs(self.seed))
+        return _built_by(self._make(image_shape, num_classes, nnx.Rngs(self.seed)), self)
 
     def build_seeds(self, seeds: Sequence[int], image_shape: Sequence[int], num_classes: int = 10) -> list[MLP | CNN]:
         """One network per seed, each the one `replace(seed=s).build(...)` makes (tested), built together.
@@ -421,7 +430,12 @@ class ModelConfig(Config):
 
         keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
         stacked = jax.tree.map(np.asarray, jax.vmap(init)(keys))  # on the CPU, free; then one slice per seed
-        return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), stacked)) for i in range(len(seeds))]
+        return [
+            _built_by(
+                nnx.merge(graphdef, jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), stacked)), self.replace(seed=int(s))
+            )
+            for i, s in enumerate(seeds)
+        ]
 
     def _make(self, image_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs) -> MLP | CNN:
         net = {"mlp": MLP, "cnn": CNN}[self.kind]
@@ -435,3 +449,11 @@ class ModelConfig(Config):
             rngs=rngs,
         )
         return net(net.input_of(image_shape), self.depth, self.width, num_classes, **switches)
+
+
+_BUILT_BY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _built_by(net: MLP | CNN, config: ModelConfig) -> MLP | CNN:
+    _BUILT_BY[net] = config
+    return net

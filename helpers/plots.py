@@ -15,6 +15,7 @@ Per-layer data are ordered input -> output, like `model.layer_names()`.
 from __future__ import annotations
 
 import io
+import textwrap
 import time
 import warnings
 import weakref
@@ -331,8 +332,10 @@ def _step_limits(ax: Axes, shown: _Shown, planned: int) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def draw_dashboard(run: History | SeedRuns, fig: Figure, title: str = "") -> Figure:
+def draw_dashboard(run: History | SeedRuns, fig: Figure, title: str = "", diagnosis=None) -> Figure:
     """Draw loss, global gradient norm, per-layer gradient norms and update ratios of `run` into `fig`.
+
+    `diagnosis` (a `helpers.diagnose.Diagnosis`, e.g. of a failed run) adds its one-line report under the title.
 
     For a SeedRuns: the mean over the seeds, with the min-max band of the loss and the gradient norm. This is
     what `Dashboard` redraws and what a slider panel shows by default. The axes are made on the first call and
@@ -346,6 +349,9 @@ def draw_dashboard(run: History | SeedRuns, fig: Figure, title: str = "") -> Fig
     steps = np.arange(history.steps)
     planned = run.config.steps
     status = run.summary() if run.done else f"step {run.steps} of {planned}"
+    if diagnosis is not None:
+        status += "\n" + textwrap.shorten(f"diagnosis: {diagnosis.line}", 160, placeholder=" ...")
+    d.loss.get_gridspec().update(top=0.875 if diagnosis is None else 0.84)
     seeds = f"   seeds {_seed_list(run.seeds)}, mean and min-max" if shown.seeds > 1 else ""
     fig.suptitle(
         f"{title + '   ' if title else ''}{run.config}{seeds}\n{status}",
@@ -492,9 +498,9 @@ def _draw_update_ratio(ax: Axes, history, steps) -> None:
     _mark_divergence(ax, history)
 
 
-def plot_history(history, title: str = "") -> Figure:
+def plot_history(history, title: str = "", diagnosis=None) -> Figure:
     """The dashboard of a finished run, as a new Figure (the same drawing `Dashboard` shows live)."""
-    return draw_dashboard(history, _new_figure(DASHBOARD_SIZE, constrained=False), title)
+    return draw_dashboard(history, _new_figure(DASHBOARD_SIZE, constrained=False), title, diagnosis)
 
 
 class Dashboard:
@@ -528,17 +534,18 @@ class Dashboard:
         if over:
             self._close_bar()
 
-    def finish(self, history=None) -> Figure:
-        """The final redraw (skipped if this history is already drawn); returns the Figure."""
+    def finish(self, history=None, diagnosis=None) -> Figure:
+        """The final redraw (skipped if this history is already drawn, unless a `diagnosis` is to be shown under
+        the title); returns the Figure."""
         history = history if history is not None else self._latest
-        if history is not None and history is not self._drawn:
+        if history is not None and (history is not self._drawn or diagnosis is not None):
             self._latest = history
-            self._redraw(history)
+            self._redraw(history, diagnosis)
         self._close_bar()
         return self.figure
 
-    def _redraw(self, history) -> None:
-        draw_dashboard(history, self.figure, self.title)
+    def _redraw(self, history, diagnosis=None) -> None:
+        draw_dashboard(history, self.figure, self.title, diagnosis)
         self._drawn = history
         self.redraws += 1
         self._last_draw = _now()

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from helpers import plots
 from helpers.compiles import CompileCounter
 from helpers.config import Field, fields
+from helpers.diagnose import Diagnosis, diagnose
 from helpers.models import ModelConfig
 from helpers.train import History, SeedRuns, TrainConfig, is_compiled, train, train_seeds
 
@@ -229,7 +230,8 @@ class Panel:
 
     Attributes: `widget` (the ipywidgets box; the Panel also displays itself), `model`, `config` (current
     values), `history` (last run: a History, or a SeedRuns with `seeds`), `net` (the trained network of the last
-    run; the first seed's with `seeds`), `figure` (the one Figure, redrawn each run), `compiles` (XLA
+    run; the first seed's with `seeds`), `diagnosis` (`helpers.diagnose` of the last run if it failed, else None),
+    `figure` (the one Figure, redrawn each run), `compiles` (XLA
     compilations during the last run), `seconds` (its timings: "train", "draw", "total").
     """
 
@@ -259,6 +261,7 @@ class Panel:
         self.title = title
         self.history: History | SeedRuns | None = None
         self.net = None
+        self.diagnosis: Diagnosis | None = None
         self.compiles = 0
         self.seconds: dict[str, float] = {}
         self._plot = plot
@@ -388,7 +391,8 @@ class Panel:
                     run = train_seeds(model, self.data, config, self.seeds, on_chunk=on_chunk)
                     net = run.models[0]
             trained = time.perf_counter()
-            self._draw(run)
+            self.diagnosis = self._diagnose(run, net)
+            self._draw(run, self.diagnosis)
             self.net, self.history, self.compiles = net, run, compiles.count
             self.seconds = {"train": trained - start, "draw": self._draw_seconds}  # the final redraw
             self.seconds["total"] = time.perf_counter() - start
@@ -396,8 +400,9 @@ class Panel:
                 self._finished = max(self._finished, request)
             self._show_config()
             compiled = "compiled the training step" if self.compiles else "no recompilation"
+            diagnosed = f"<br><b>diagnosis</b> {html.escape(self.diagnosis.line)}" if self.diagnosis else ""
             self._status.value = (
-                f"{html.escape(run.summary())} <span style='color:gray'>({compiled}; "
+                f"{html.escape(run.summary())}{diagnosed} <span style='color:gray'>({compiled}; "
                 f"{self.seconds['train']:.2f} s training, {self.seconds['draw']:.2f} s drawing)</span>"
             )
             return run
@@ -423,10 +428,19 @@ class Panel:
 
     # -- what the panel shows
 
-    def _draw(self, run) -> None:
+    def _diagnose(self, run, net) -> Diagnosis | None:
+        """The diagnosis of a failed run (with seeds, of the first seed that failed); None for a healthy one."""
+        runs = [(run, net)] if isinstance(run, History) else zip(run.histories, run.models, strict=True)
+        for history, net in runs:
+            found = diagnose(history, net, self.data)
+            if found.cause != "none":
+                return found
+        return None
+
+    def _draw(self, run, diagnosis=None) -> None:
         start = time.perf_counter()
         if self._plot == "dashboard":
-            plots.draw_dashboard(run, self.figure, self.title)
+            plots.draw_dashboard(run, self.figure, self.title, diagnosis)
         else:
             self.figure.clear()
             self._plot(run, self.figure)
