@@ -12,7 +12,8 @@ not, the causes are tried from the root outwards, each by a measurement:
 1. batchnorm_mode: BatchNorm normalizes over fewer than `MIN_BATCH_ROWS` rows, so its statistics are noise;
 2. input_scale: the inputs' root mean square is far from 1 (outside `INPUT_RMS`);
 3. init_scale: at initialisation the activations' RMS or the gradient norms change more than `GROWTH` times from
-   the first hidden layer to the last, and init_scale is not the critical value (notebook 02);
+   the first hidden layer to the last, and init_scale is not the critical value (notebook 02); not tried with
+   BatchNorm, which renormalizes every layer;
 4. low_precision: at initialisation the gradient in float16/bfloat16 (with the run's loss scale) is not finite
    where the float32 one is;
 5. dead_units: the run ended with a layer whose ReLU units are at least `DEAD` zero for every example; the cure
@@ -35,7 +36,7 @@ import optax
 from flax import nnx
 
 from helpers.compiles import compiled_cache
-from helpers.diagnostics import activation_stats, layer_grad_norms
+from helpers.diagnostics import activation_stats, activations_and_grads
 from helpers.models import INITS
 from helpers.precision import INITIAL_SCALE
 from helpers.step import loss_and_grads
@@ -172,12 +173,11 @@ def _input_scale(history, model, model_config, config, data, x, y) -> Diagnosis 
 
 def _init_scale(history, model, model_config, config, data, x, y) -> Diagnosis | None:
     critical = critical_init_scale(model_config.activation, model_config.init)
-    if model_config.depth < 3 or abs(model_config.init_scale / critical - 1) < 0.1:
-        return None
-    net = model_config.build(data.image_shape, data.num_classes)
-    stats = activation_stats(net, x)
-    rms = np.sqrt(stats.mean**2 + stats.std**2)
-    grads = layer_grad_norms(net, x, y)[:-1]  # the hidden layers' kernels: the head has no layer above it
+    if model_config.depth < 3 or model_config.batchnorm or abs(model_config.init_scale / critical - 1) < 0.1:
+        return None  # BatchNorm renormalizes every layer's output: no geometric growth (notebook 06)
+    values = activations_and_grads(model_config.build(data.image_shape, data.num_classes), x, y)
+    rms = np.array([np.sqrt(np.mean(np.square(h, dtype=np.float64))) for h in values.activations])
+    grads = np.array([np.linalg.norm(g) for g in values.grads[:-1]])  # hidden kernels: the head has no layer above
     act_growth, grad_growth = rms[-1] / rms[0], grads[0] / grads[-1]
     if not any(g > GROWTH or g < 1 / GROWTH or not np.isfinite(g) for g in (act_growth, grad_growth)):
         return None
@@ -233,20 +233,22 @@ def _overflow(net, precision: str, scale: float | None, x, y) -> float | None:
     float32 one is; else None."""
     net.train()
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-    low_ok, _ = _grads(graphdef, precision, scale is not None)(params, rest, x, y, scale or 1.0)
-    high_ok, largest = _grads(graphdef, "float32", False)(params, rest, x, y, 1.0)
+    low_ok, high_ok, largest = _grads(graphdef, precision, scale is not None)(params, rest, x, y, scale or 1.0)
     return float(largest) if bool(high_ok) and not bool(low_ok) else None
 
 
 @compiled_cache
 def _grads(graphdef, precision: str, scaled: bool):
-    """(all entries finite, largest |entry|) of the gradient in `precision`, with loss scale `scale` if `scaled`."""
+    """(the `precision` gradient is finite (with loss scale `scale` if `scaled`), the float32 one is, the float32
+    one's largest |entry|), in one program: one compilation."""
+
+    def finite(grads):
+        return jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
 
     def measure(params, rest, x, y, scale):
-        _, _, grads = loss_and_grads(graphdef, params, rest, x, y, precision=precision, scale=scale if scaled else None)
-        leaves = jax.tree.leaves(grads)
-        finite = jnp.all(jnp.array([jnp.isfinite(g).all() for g in leaves]))
-        return finite, optax.tree.max(jax.tree.map(jnp.abs, grads))
+        low = loss_and_grads(graphdef, params, rest, x, y, precision=precision, scale=scale if scaled else None)[2]
+        high = loss_and_grads(graphdef, params, rest, x, y)[2]
+        return finite(low), finite(high), optax.tree.max(jax.tree.map(jnp.abs, high))
 
     return jax.jit(measure)
 
@@ -312,33 +314,37 @@ def sharpness(model, x, y, iterations: int = 20) -> float:
 
     Power iteration on Hessian-vector products finds the eigenvalue of largest magnitude; when that one is negative,
     a second run on H - lambda I finds the largest. BatchNorm uses batch statistics, as in training; nothing is
-    updated."""
+    updated. The iterations are a Python loop around one compiled step: inside a compiled loop, XLA:CPU runs a
+    convolution's gradient 20-70x slower (helpers.train)."""
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    run = _sharpness(graphdef, iterations)
+    step = _power_step(graphdef)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    lam = float(run(params, rest, x, y, 0.0))
-    return lam if lam >= 0 else float(run(params, rest, x, y, lam))
+    rng = np.random.default_rng(0)  # numpy: a jax.random draw would compile once per array shape
+    start = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), params)
+
+    def power(shift: float) -> float:
+        v, lam = start, 0.0
+        for _ in range(iterations):
+            v, lam = step(params, rest, x, y, v, shift)
+        return float(lam)
+
+    lam = power(0.0)
+    return lam if lam >= 0 else power(lam)
 
 
 @compiled_cache
-def _sharpness(graphdef, iterations: int):
-    def run(params, rest, x, y, shift):
+def _power_step(graphdef):
+    """(params, rest, x, y, v, shift) -> ((H - shift I) v normalized, v's Rayleigh quotient v.Hv / v.v)."""
+
+    def step(params, rest, x, y, v, shift):
         def loss(p):
             logits = nnx.merge(graphdef, p, rest, copy=True)(x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-        def hvp(v):
-            return jax.jvp(jax.grad(loss), (params,), (v,))[1]
+        hv = jax.jvp(jax.grad(loss), (params,), (v,))[1]
+        rayleigh = optax.tree.vdot(v, hv) / optax.tree.vdot(v, v)
+        shifted = optax.tree.add_scale(hv, -shift, v)
+        return optax.tree.scale(1 / optax.tree.norm(shifted), shifted), rayleigh
 
-        def power(_, v):
-            hv = optax.tree.add_scale(hvp(v), -shift, v)  # (H - shift I) v
-            return optax.tree.scale(1 / optax.tree.norm(hv), hv)
-
-        leaves, tree = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.key(0), len(leaves))
-        v = jax.tree.unflatten(tree, [jax.random.normal(k, a.shape) for k, a in zip(keys, leaves, strict=True)])
-        v = jax.lax.fori_loop(0, iterations, power, optax.tree.scale(1 / optax.tree.norm(v), v))
-        return optax.tree.vdot(v, hvp(v))
-
-    return jax.jit(run)
+    return jax.jit(step)

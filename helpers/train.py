@@ -428,6 +428,8 @@ class SeedRuns:
                 else (f"{n} seeds, all diverged (at steps {first}-{last})")
             )
         loss = self.final_loss[np.isfinite(self.final_loss)]
+        if not loss.size:  # e.g. skip_nonfinite: no seed stopped, every loss is NaN
+            return f"{head}; no finite final loss"
         return f"{head}; final loss {loss.mean():.3g} (min {loss.min():.3g}, max {loss.max():.3g})"
 
 

@@ -91,6 +91,14 @@ def test_evaluate_and_summary(small):
     )
 
 
+def test_summary_of_runs_that_skipped_every_bad_step(small):
+    """skip_nonfinite: no seed stops, yet every final loss is NaN; the summary says so instead of raising."""
+    broken = CONFIG.replace(lr=5.0, clip_norm=None, skip_nonfinite=True)
+    runs = train_seeds(ModelConfig(depth=8, width=64), small, broken, seeds=[0, 1])
+    assert not runs.diverged and not np.isfinite(runs.final_loss).any(), runs.final_loss
+    assert runs.summary() == "2 seeds, none diverged; no finite final loss"
+
+
 def test_a_slider_move_compiles_nothing(small):
     train_seeds(MLP, small, CONFIG, seeds=[0, 1])
     with CompileCounter() as compiles:
