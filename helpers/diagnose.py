@@ -240,7 +240,7 @@ def _overflow(net, precision: str, scale: float | None, x, y) -> float | None:
 @compiled_cache
 def _grads(graphdef, precision: str, scaled: bool):
     """(the `precision` gradient is finite (with loss scale `scale` if `scaled`), the float32 one is, the float32
-    one's largest |entry|), in one program: one compilation."""
+    one's largest absolute entry), in one program: one compilation."""
 
     def finite(grads):
         return jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))

@@ -15,10 +15,10 @@ __all__ = ["check_gallery_causes", "check_largest_loss_scale", "check_overflow_l
 #: float16's largest finite number.
 FLOAT16_MAX = 65504.0
 
-#: Exercise 1: a ReLU MLP at this init_scale whose first hidden layer's largest |h| on a batch is this.
+#: Exercise 1: a ReLU MLP at this init_scale whose first hidden layer's largest absolute activation on a batch is this.
 OVERFLOW_INIT_SCALE, OVERFLOW_FIRST_MAX = 2.5, 6.0
 
-#: Exercise 2: the largest |entry| that the unscaled gradient reaches anywhere in the backward pass.
+#: Exercise 2: the largest absolute entry that the unscaled gradient reaches anywhere in the backward pass.
 LARGEST_GRADIENT = 0.8
 
 
@@ -31,7 +31,7 @@ def _integer(answer) -> int | None:
 
 
 def check_overflow_layer(answer) -> bool:
-    """Exercise 1: the first layer (dense index) whose predicted largest |h| = 6.0 * 2.5**l exceeds 65504."""
+    """Exercise 1: the first layer (dense index) whose predicted largest activation 6.0 * 2.5**l exceeds 65504."""
     if unanswered(answer):
         return not_answered()
     crossing = math.log(FLOAT16_MAX / OVERFLOW_FIRST_MAX) / math.log(OVERFLOW_INIT_SCALE)  # between two layers
