@@ -1,10 +1,11 @@
-"""Small image data sets as numpy arrays: scikit-learn's 8x8 digits (offline) and MNIST / Fashion-MNIST.
+"""Small data sets as numpy arrays: scikit-learn's 8x8 digits (offline), MNIST / Fashion-MNIST, and the adding
+problem for recurrent networks (generated).
 
-Images are float32 NHWC in [0, 1], labels int32. ``load_digits`` needs no network: the data ship inside
-scikit-learn. ``load_mnist`` reads the four standard IDX files (gzip-compressed or not) from a cache
-directory and, when they are missing and ``download=True``, fetches them from a mirror and checks each
-file's SHA-256 before it is moved into place. Digests are checked at download time only; files already
-in the cache are trusted, but their IDX headers and lengths are always validated.
+Images are float32 NHWC in [0, 1], labels int32; sequences are float32 (N, T, features) with float32 targets.
+``load_digits`` needs no network: the data ship inside scikit-learn. ``load_mnist`` reads the four standard IDX
+files (gzip-compressed or not) from a cache directory and, when they are missing and ``download=True``, fetches
+them from a mirror and checks each file's SHA-256 before it is moved into place. Digests are checked at download
+time only; files already in the cache are trusted, but their IDX headers and lengths are always validated.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Dataset", "load_digits", "load_mnist"]
+__all__ = ["Dataset", "adding_problem", "load_digits", "load_mnist"]
 
 # Injectable for tests: they replace it with a fake so that no test touches the network.
 _urlopen = urllib.request.urlopen
@@ -81,7 +82,9 @@ _SOURCES: dict[str, _Source] = {
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split: images float32 NHWC in [0, 1], labels int32 in [0, num_classes)."""
+    """A train/test split. Inputs float32: images NHWC in [0, 1], or sequences (N, T, features). Targets: int32
+    labels in [0, num_classes) (the loss is softmax cross-entropy), or float32 values (the loss is the mean squared
+    error, and `num_classes` is the number of outputs, 1)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -90,10 +93,38 @@ class Dataset:
     num_classes: int
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """Shape (H, W, C) of one image."""
-        height, width, channels = self.x_train.shape[1:]
-        return int(height), int(width), int(channels)
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one input: (H, W, C) for an image, (T, features) for a sequence; what `ModelConfig.build` takes."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
+
+    @property
+    def regression(self) -> bool:
+        """Float targets (mean squared error) rather than integer labels (cross-entropy)."""
+        return np.issubdtype(np.asarray(self.y_train).dtype, np.floating)
+
+
+def adding_problem(length: int, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> Dataset:
+    """The adding problem (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013): a sequence of `length` steps, each
+    (a number uniform in [0, 1], a marker); exactly two markers are 1, one in the first half and one in the second;
+    the target is the sum of the two marked numbers. Predicting 1 whatever the input scores a mean squared error of
+    1/6 (the variance of the sum of two uniforms); beating it needs information carried across the gap."""
+    if not isinstance(length, int) or length < 2:
+        raise ValueError(f"length must be an integer >= 2, got {length!r}")
+    for name, value in [("n_train", n_train), ("n_test", n_test)]:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    values = rng.uniform(0, 1, (n, length)).astype(np.float32)
+    half = length // 2
+    first, second = rng.integers(0, half, n), rng.integers(half, length, n)
+    markers = np.zeros((n, length), np.float32)
+    markers[np.arange(n), first] = markers[np.arange(n), second] = 1
+    x = np.stack([values, markers], axis=-1)
+    y = (values[np.arange(n), first] + values[np.arange(n), second]).astype(np.float32)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=1)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:

@@ -10,17 +10,17 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from helpers.compiles import compiled_cache
 from helpers.models import layer_norms, per_layer
+from helpers.step import loss_value
 
 
 def _loss_and_hidden(model: nnx.Module, x, y):
     hidden = model.hidden(x)
     logits = model.readout(hidden[-1])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), hidden
+    return loss_value(logits, y), hidden
 
 
 def layer_grad_norms(model: nnx.Module, x, y) -> np.ndarray:
@@ -102,6 +102,31 @@ def _values(graphdef):
         return hidden, [layer["layer"]["kernel"] for layer in layers[:-1]] + [layers[-1]["kernel"]]
 
     return jax.jit(values)
+
+
+def time_grad_norms(model: nnx.Module, x, y) -> np.ndarray:
+    """||dL/dh_t|| for every time step t of a one-layer recurrent network on the batch (x, y), averaged over the
+    examples: how the gradient reaching step t shrinks or grows with the lag T - t (like rho^(T - t))."""
+    if getattr(model, "gates", None) is None or model.depth != 1:
+        raise ValueError("model: needs a one-layer recurrent network (ModelConfig(kind='rnn' or 'lstm', depth=1))")
+    model.check_input(np.shape(x))
+    graphdef, state = nnx.split(model)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    return np.asarray(_time_grads(graphdef)(state, x, y), dtype=np.float64)
+
+
+@compiled_cache
+def _time_grads(graphdef):
+    def norms(state, x, y):
+        model = nnx.merge(graphdef, state, copy=True)
+
+        def loss(nudge):
+            return loss_value(model.readout(model.first.layer(x, nudge)), y)
+
+        g = jax.grad(loss)(jnp.zeros((*x.shape[:2], model.first.layer.width), x.dtype))
+        return jnp.linalg.norm(g, axis=-1).mean(axis=0)
+
+    return jax.jit(norms)
 
 
 def relu_gain_per_layer(init_scale: float) -> float:

@@ -231,8 +231,7 @@ class _Net(nnx.Module):
         """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig."""
         for name, value in [("depth", depth), ("width", width)]:
             _positive_int(name, value)
-        if _positive_int("num_classes", num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        _positive_int("num_classes", num_classes)  # the number of outputs: classes, or 1 for a regression target
         _check_switches(activation, init, init_scale)
         k_init = kernel_init(init, init_scale)
         blocks = [
@@ -392,11 +391,105 @@ class CNN(_Net):
         return h.mean(axis=(1, 2))
 
 
+class _Recurrent(nnx.Module):
+    """One recurrent layer over a whole sequence, (batch, T, n_in) -> (batch, T, width), a `lax.scan` over time.
+
+    One kernel W = [W_x; W_h] of shape (n_in + width, gates * width) acts on [x_t, h_{t-1}]. gates = 1: the
+    vanilla RNN h_t = activation(x_t W_x + h_{t-1} W_h + b). gates = 4: the LSTM (Hochreiter & Schmidhuber 1997),
+    input, forget, cell and output gates, c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t); the forget gate's bias
+    starts at 1 (Gers et al. 2000). W_x is drawn as `init` prescribes at scale 1; each gate's block of W_h is
+    `init_scale` times a random orthogonal matrix, so every eigenvalue of W_h has modulus `init_scale`: its
+    spectral radius rho, which sets how the gradient through time grows or shrinks, like rho^k over k steps
+    (Pascanu et al. 2013).
+    """
+
+    def __init__(self, n_in: int, width: int, *, gates: int, activation: str, init: str, init_scale: float, rngs):
+        w_x = kernel_init(init)(rngs.params(), (n_in, gates * width))
+        orthogonal = jax.nn.initializers.orthogonal(init_scale)
+        w_h = jnp.concatenate([orthogonal(rngs.params(), (width, width)) for _ in range(gates)], axis=1)
+        self.kernel = nnx.Param(jnp.concatenate([w_x, w_h]))
+        bias = jnp.zeros(gates * width)
+        self.bias = nnx.Param(bias.at[width : 2 * width].set(1.0) if gates == 4 else bias)
+        self.width, self.gates, self.activation = width, gates, activation
+
+    def __call__(self, x: jax.Array, nudge: jax.Array | None = None) -> jax.Array:
+        """Every h_t, (batch, T, width). `nudge` (batch, T, width), added to each h_t as it is made, is 0 in use;
+        the gradient of a loss with respect to it is dL/dh_t (`helpers.diagnostics.time_grad_norms`)."""
+        kernel, bias, width = self.kernel[...], self.bias[...], self.width
+
+        def step(carry, inputs):
+            (h, c), (x_t, nudge_t) = carry, inputs
+            z = jnp.concatenate([x_t, h], axis=-1) @ kernel + bias
+            if self.gates == 1:
+                h = ACTIVATIONS[self.activation](z) + nudge_t
+                return (h, c), h
+            i, f, g, o = (z[..., k * width : (k + 1) * width] for k in range(4))
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c) + nudge_t
+            return (h, c), h
+
+        zeros = jnp.zeros((x.shape[0], width), x.dtype)
+        nudge = jnp.zeros((*x.shape[:2], width), x.dtype) if nudge is None else nudge
+        _, hs = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(x, 0, 1), jnp.swapaxes(nudge, 0, 1)))
+        return jnp.swapaxes(hs, 0, 1)
+
+
+class RNN(_Net):
+    """Vanilla recurrent network on sequences (batch, T, features): `depth` stacked recurrent layers of `width`
+    units (the activation, e.g. "tanh", inside the recurrence), then a linear head on the last time step.
+
+    `init_scale` is the spectral radius of every layer's recurrent matrix W_h (see `_Recurrent`); the input
+    weights and the head are drawn as `init` prescribes, at scale 1. No BatchNorm.
+    """
+
+    block_prefix = "rnn"
+    gates = 1
+
+    def __init__(self, in_features: int, depth: int, width: int, num_classes: int, **switches):
+        """`in_features` values per time step; `switches` as for MLP (batchnorm must stay off)."""
+        self.in_features = _positive_int("in_features", in_features)
+        if switches.get("batchnorm"):
+            raise ValueError("batchnorm: not for recurrent networks (use batchnorm=False)")
+        activation, init = switches.get("activation", "relu"), switches.get("init", "he")
+        init_scale = switches.get("init_scale", 1.0)
+        _check_switches(activation, init, init_scale)
+        self._cell = dict(activation=activation, init=init, init_scale=init_scale)  # for `_layer`, during __init__
+        super().__init__(in_features, depth, width, num_classes, **(switches | dict(activation="linear")))
+        del self._cell  # a float left on the module would enter its graph: every new init_scale would recompile
+        self.head = nnx.Linear(width, num_classes, kernel_init=kernel_init(init), rngs=switches["rngs"])
+
+    @staticmethod
+    def input_of(sequence_shape: Sequence[int]) -> int:
+        """The first argument for sequences of shape `sequence_shape` (T, features): the features per step."""
+        return int(sequence_shape[-1])
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        return _Recurrent(n_in, width, gates=self.gates, rngs=rngs, **self._cell)
+
+    def check_input(self, x_shape: Sequence[int]) -> None:
+        """Raise ValueError unless a batch of shape `x_shape` is (batch, T, in_features)."""
+        if len(x_shape) != 3 or x_shape[2] != self.in_features:
+            raise ValueError(
+                f"data: sequences of shape {tuple(x_shape[1:])}, but the network expects (T, {self.in_features})"
+            )
+
+    def _pool(self, h):
+        return h[:, -1]
+
+
+class LSTM(RNN):
+    """LSTM network: as `RNN`, with LSTM layers (`_Recurrent` with 4 gates); `activation` is unused."""
+
+    block_prefix = "lstm"
+    gates = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Config):
     """The model switches a slider may turn; `build` makes the network. Prints and parses back exactly, every field."""
 
-    kind: str = setting("mlp", "choice", choices=("mlp", "cnn"), printed=True)
+    kind: str = setting("mlp", "choice", choices=("mlp", "cnn", "rnn", "lstm"), printed=True)
+    """"mlp" | "cnn" (images); "rnn" | "lstm" (sequences: init_scale is the recurrent matrix's spectral radius)."""
     depth: int = setting(8, "int", low=1, printed=True, control=("int", 1, 32, 1))
     width: int = setting(64, "int", low=1, printed=True, control=("options", (8, 16, 32, 64, 128, 256)))
     activation: str = setting("relu", "choice", choices=tuple(ACTIVATIONS), printed=True, control=("dropdown",))
@@ -411,8 +504,9 @@ class ModelConfig(Config):
     seed: int = setting(0, "int", low=0, printed=True, control=("int", 0, 20, 1))
     """The initial weights: nnx.Rngs(seed)."""
 
-    def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN:
-        """The network for inputs of shape `image_shape` (H, W, C), e.g. `data.image_shape`."""
+    def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN | RNN:
+        """The network for inputs of shape `image_shape`, e.g. `data.image_shape`: (H, W, C) for images, (T, features)
+        for sequences; `num_classes` outputs (1 for a regression target, as `data.num_classes` says)."""
         return _built_by(self._make(image_shape, num_classes, nnx.Rngs(self.seed)), self)
 
     def build_seeds(self, seeds: Sequence[int], image_shape: Sequence[int], num_classes: int = 10) -> list[MLP | CNN]:
@@ -438,7 +532,7 @@ class ModelConfig(Config):
         ]
 
     def _make(self, image_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs) -> MLP | CNN:
-        net = {"mlp": MLP, "cnn": CNN}[self.kind]
+        net = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "lstm": LSTM}[self.kind]
         switches = dict(
             activation=self.activation,
             init_scale=self.init_scale,

@@ -61,8 +61,16 @@ class StepMetrics(NamedTuple):
 _SCALARS = tuple(f for f in StepMetrics._fields if f not in ("layer_grad_norms", "update_ratio"))
 
 
+def loss_value(outputs, y):
+    """The training loss: mean softmax cross-entropy for integer labels (one per example, or one per position, the
+    classes on the last axis of `outputs`); mean squared error for float targets (regression)."""
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        return jnp.mean(jnp.square(outputs.reshape(y.shape) - y))
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, y).mean()
+
+
 def loss_and_grads(graphdef, params, rest, x, y, axis_name: str | None = None, *, precision="float32", scale=None):
-    """Mean softmax cross-entropy on the batch, the model's new non-parameter state (BatchNorm's running
+    """The loss on the batch (`loss_value`), the model's new non-parameter state (BatchNorm's running
     statistics), and the gradient with respect to the parameters.
 
     `axis_name`: called on one device's rows inside `jax.shard_map` (helpers.devices.per_device); the loss is then
@@ -76,7 +84,7 @@ def loss_and_grads(graphdef, params, rest, x, y, axis_name: str | None = None, *
         low = precision != "float32"
         model = nnx.merge(graphdef, cast(params, dtype) if low else params, rest, copy=True)
         logits = model(x.astype(dtype) if low else x).astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        loss = loss_value(logits, y)
         if axis_name is not None:
             loss = jax.lax.pmean(loss, axis_name)
         new_rest = nnx.split(model, nnx.Param, ...)[2]
@@ -176,7 +184,7 @@ def make_step(graphdef, spec: Spec, tx, mesh=None):
             loss=loss,
             grad_norm=grad_norm,
             clipped=clipped(spec.clip_mode, reported, params, hp["clip_norm"]),
-            skipped=~jnp.isfinite(grad_norm),
+            skipped=skips & ~all_finite(grads),  # what apply_if_finite tests: every entry, not the norm
             lr=hp["lr"] * warmup_factor(inject_state(opt_state).count, hp["warmup_steps"]),
             ok=ok,
             reason=reason,

@@ -223,11 +223,9 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    x, y = np.asarray(data.x_train, np.float32), np.asarray(data.y_train)
+    x, y = np.asarray(data.x_train, np.float32), _targets(data.y_train)
     model.check_input(x.shape)
-    num_classes = model.head.out_features
-    if len(y) != len(x) or y.ndim != 1 or y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"data: need one integer label in [0, {num_classes}) per example")
+    _check_targets(model, x, y)
     if config.batch_size > len(x):
         raise ValueError(f"batch_size must be <= the number of training examples ({len(x)}), got {config.batch_size}")
     check_devices(config.devices)
@@ -242,7 +240,7 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
     idx = _batch_indices(len(x), config.batch_size, n_chunks * chunk, config.seed).reshape(n_chunks, chunk, -1)
     active = (np.arange(n_chunks * chunk) < config.steps).reshape(n_chunks, chunk)
     carry = (params, rest, init_optimizer(params, hyperparameters(config)), jnp.array(False))
-    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     if config.devices > 1:  # every device holds the parameters and the data set; `runner` splits each batch
         on_mesh = replicated(make_mesh(config.devices))
         carry, x_dev, y_dev = jax.device_put((carry, x_dev, y_dev), on_mesh)
@@ -286,6 +284,28 @@ def _chunks(model: nnx.Module, data, config: TrainConfig) -> Iterator[History]:
             nnx.update(model, carry[0], carry[1])
 
     return run()
+
+
+def _targets(y) -> np.ndarray:
+    """Labels as int32, float targets (regression) as float32."""
+    y = np.asarray(y)
+    return y.astype(np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
+
+
+def _check_targets(model: nnx.Module, x: np.ndarray, y: np.ndarray) -> None:
+    """One target per example: an integer label in [0, outputs) (or one per position), or a float value (regression,
+    one output)."""
+    outputs = model.head.out_features
+    if len(y) != len(x):
+        raise ValueError(f"data: {len(y)} targets for {len(x)} examples")
+    if np.issubdtype(y.dtype, np.floating):
+        if y.ndim != 1 or outputs != 1 or not np.isfinite(y).all():
+            raise ValueError(
+                f"data: float targets need one finite value per example and a model with 1 output, "
+                f"got targets of shape {y.shape} and {outputs} outputs"
+            )
+    elif y.ndim not in (1, 2) or y.min() < 0 or y.max() >= outputs:
+        raise ValueError(f"data: need one integer label in [0, {outputs}) per example (or per position)")
 
 
 def _history(config: TrainConfig, names: list[str], rows: list[tuple[np.ndarray, np.ndarray]]) -> History:
@@ -335,26 +355,29 @@ def _blame(reason: str, forward_ok, grad_norms, update_ratio, t: int, names: lis
 
 @compiled_cache
 def _predictor(graphdef):
-    """jit (state, x) -> predicted labels, for one model structure."""
-    return jax.jit(lambda state, x: jnp.argmax(nnx.merge(graphdef, state)(x), -1))
+    """jit (state, x) -> the model's outputs, for one model structure."""
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
 
 
 def evaluate(model: nnx.Module, x, y, batch_size: int = 1024) -> float:
-    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages).
+    """Accuracy of `model` on (x, y) in evaluation mode (BatchNorm uses its running averages); for float targets
+    (regression) the mean squared error instead.
 
     Leaves the model in evaluation mode: call `model.train()` before using it for training-mode statistics
     (`train` does so itself).
     """
-    x, y = np.asarray(x, np.float32), np.asarray(y)
+    x, y = np.asarray(x, np.float32), _targets(y)
     model.check_input(x.shape)
     model.eval()
     graphdef, state = nnx.split(model)
     predict = _predictor(graphdef)
+    outputs = [np.asarray(predict(state, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    if np.issubdtype(y.dtype, np.floating):
+        return float(np.mean(np.square(np.concatenate(outputs).reshape(y.shape) - y)))
     correct = sum(
-        int((np.asarray(predict(state, x[i : i + batch_size])) == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
+        int((out.argmax(-1) == y[i * batch_size : (i + 1) * batch_size]).sum()) for i, out in enumerate(outputs)
     )
-    return correct / len(x)
+    return correct / y.size
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_cnn_pools_large_images_and_accepts_digits():
         (dict(init_scale=float("nan")), "init_scale"),
         (dict(activation="sigmoidal"), "activation"),
         (dict(init="orthogonal"), "init"),
-        (dict(kind="rnn"), "kind"),
+        (dict(kind="gru"), "kind"),
         (dict(seed=-1), "seed"),
     ],
 )
@@ -81,7 +81,7 @@ def test_bad_model_arguments_raise_value_error_naming_them(kwargs, name):
 
 def test_mlp_rejects_bad_num_classes_and_mismatched_data():
     with pytest.raises(ValueError, match="num_classes"):
-        MLP(64, 2, 8, 1, rngs=nnx.Rngs(0))
+        MLP(64, 2, 8, 0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="data"):
         MLP(64, 2, 8, 10, rngs=nnx.Rngs(0)).check_input((5, 28, 28, 1))
     with pytest.raises(ValueError, match="data"):
