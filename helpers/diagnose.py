@@ -18,8 +18,9 @@ not, the causes are tried from the root outwards, each by a measurement:
    where the float32 one is;
 5. dead_units: the run ended with a layer whose ReLU units are at least `DEAD` zero for every example; the cure
    scales lr so that the first step moves no layer's weights by more than `UPDATE_RATIO` of their norm;
-6. learning_rate: the loss was not finite or rose above `RISE` times its first value; the sharpness lambda_max at
-   initialisation gives the stable limit 2 / lambda_max for SGD (notebook 03).
+6. learning_rate: the loss was not finite or rose above `RISE` times its first value, or (SGD, momentum) lr is
+   above the stable limit that the sharpness lambda_max at initialisation gives, 2 / lambda_max for SGD
+   (notebook 03); the fix is lr = 1 / lambda_max (lr / 4 if lr is already below it; lr / 10 for Adam).
 
 What a cause needs is measured only when it is tried, so a healthy run costs nothing.
 """
@@ -39,7 +40,7 @@ from helpers.compiles import compiled_cache
 from helpers.diagnostics import activation_stats, activations_and_grads
 from helpers.models import INITS
 from helpers.precision import INITIAL_SCALE
-from helpers.step import loss_and_grads
+from helpers.step import loss_and_grads, loss_value
 from helpers.train import batch_indices
 
 __all__ = ["CAUSES", "Diagnosis", "critical_init_scale", "diagnose", "sharpness"]
@@ -49,7 +50,7 @@ MIN_BATCH_ROWS = 8  # BatchNorm statistics over fewer rows are mostly noise: sd 
 INPUT_RMS = (0.05, 10.0)  # inputs' root mean square outside this range: far from unit scale
 GROWTH = 100.0  # activation RMS or gradient norm changing more than this over the depth: geometric
 DEAD = 0.9  # a layer with this share of units zero on every example has died
-UPDATE_RATIO = 0.03  # the largest ||update|| / ||W|| a first step may take (healthy runs here: 0.2-2 %)
+UPDATE_RATIO = 0.03  # the largest ||update|| / ||W|| a first step may take (healthy runs' first steps here: 1-5 %)
 RISE = 1.5  # the loss rising above this multiple of its first value: the steps overshoot
 BATCH = 256  # examples the measurements use
 MOMENTUM = 0.9  # helpers.optimizer's heavy-ball coefficient
@@ -67,6 +68,16 @@ class Diagnosis:
     headline: str
     evidence: list[str]
     fix: dict
+
+    def apply(self, model_config, train_config):
+        """(model_config, train_config) with `fix` applied, each field to the config that has it."""
+        names = {f.name for f in dataclasses.fields(model_config)}
+        unknown = set(self.fix) - names - {f.name for f in dataclasses.fields(train_config)}
+        if unknown:
+            raise ValueError(f"fix: {sorted(unknown)} are fields of neither config")
+        model_fix = {k: v for k, v in self.fix.items() if k in names}
+        train_fix = {k: v for k, v in self.fix.items() if k not in names}
+        return model_config.replace(**model_fix), train_config.replace(**train_fix)
 
     def __str__(self) -> str:
         lines = [f"diagnosis: {self.cause}: {self.headline}", *(f"  - {e}" for e in self.evidence)]
@@ -283,19 +294,19 @@ def _percents(fractions) -> str:
 def _learning_rate(history, model, model_config, config, data, x, y) -> Diagnosis | None:
     loss = np.asarray(history.loss, np.float64)
     early = loss[: min(20, len(loss))]
-    if np.isfinite(loss).all() and history.diverged_at is None and early.max() <= RISE * loss[0]:
+    blew_up = not np.isfinite(loss).all() or history.diverged_at is not None or early.max() > RISE * loss[0]
+    if not blew_up and config.optimizer == "adam":
         return None
     lam = sharpness(model_config.build(data.image_shape, data.num_classes), x, y)
+    edge = (2 + 2 * MOMENTUM if config.optimizer == "momentum" else 2) / lam
+    if not blew_up and config.lr <= edge:
+        return None
     peak = f"{np.nanmax(early):.3g}" if np.isfinite(early).any() else "a non-finite value"
     evidence = [f"the loss went from {loss[0]:.3g} to {peak} in the first {len(early)} steps"]
     if config.optimizer == "adam":
-        evidence.append(
-            f"sharpness at initialisation lambda_max = {lam:.3g} (Adam rescales each step, no simple limit)"
-        )
-        return Diagnosis(
-            "learning_rate", f"lr = {config.lr:g} is too large for Adam here", evidence, _lr(config.lr / 10)
-        )
-    edge = (2 + 2 * MOMENTUM if config.optimizer == "momentum" else 2) / lam
+        evidence.append(f"sharpness at initialisation lambda_max = {lam:.3g} (Adam rescales steps: no simple limit)")
+        headline = f"lr = {config.lr:g} is too large for Adam here"
+        return Diagnosis("learning_rate", headline, evidence, _lr(config.lr / 10))
     rule = "2(1 + 0.9) / lambda_max for momentum 0.9" if config.optimizer == "momentum" else "2 / lambda_max"
     evidence.append(
         f"sharpness at initialisation lambda_max = {lam:.3g}: the steps are stable below {rule} = {edge:.3g}; "
@@ -340,7 +351,7 @@ def _power_step(graphdef):
     def step(params, rest, x, y, v, shift):
         def loss(p):
             logits = nnx.merge(graphdef, p, rest, copy=True)(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return loss_value(logits, y)
 
         hv = jax.jvp(jax.grad(loss), (params,), (v,))[1]
         rayleigh = optax.tree.vdot(v, hv) / optax.tree.vdot(v, v)

@@ -121,15 +121,13 @@ def test_the_cause_is_named_and_the_fix_makes_the_run_train(name):
     if cause == "none":
         assert found.fix == {}, found
         return
-    model_fix = {k: v for k, v in found.fix.items() if k in ModelConfig.__dataclass_fields__}
-    train_fix = {k: v for k, v in found.fix.items() if k in TrainConfig.__dataclass_fields__}
-    assert set(found.fix) == set(model_fix) | set(train_fix), f"fix names unknown fields: {found.fix}"
+    fixed_model, fixed_config = found.apply(model_config, config)
     if cause == "input_scale":
         assert found.fix == {} and "standardize" in found.headline, found
         data = standardized(data)
     else:
         assert found.fix, f"{name}: a {cause} report should change a config field"
-    _, fixed = run(model_config.replace(**model_fix), config.replace(**train_fix), data)
+    _, fixed = run(fixed_model, fixed_config, data)
     assert trains(fixed), (
         f"{name}: after {found.fix} the loss went {fixed.loss[0]:.3g} -> {fixed.loss[-20:].mean():.3g}"
     )
@@ -173,6 +171,25 @@ def test_sharpness_is_the_hessians_top_eigenvalue():
     eigenvalues = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(flat), np.float64))
     top = eigenvalues[np.argmax(np.abs(eigenvalues))]
     assert sharpness(net, x, y, iterations=200) == pytest.approx(top, rel=1e-3)
+
+
+def test_a_fix_goes_to_the_config_that_has_the_field():
+    from helpers.diagnose import Diagnosis
+
+    found = Diagnosis("init_scale", "", [], {"init_scale": 1.0, "lr": 0.02})
+    assert found.apply(MLP, TrainConfig()) == (MLP.replace(init_scale=1.0), TrainConfig(lr=0.02))
+    with pytest.raises(ValueError):
+        Diagnosis("x", "", [], {"no_such_field": 1}).apply(MLP, TrainConfig())
+
+
+def test_an_lr_above_the_stable_limit_is_named_even_when_the_loss_never_rose():
+    """SGD at 3 x 2 / lambda_max: the loss need not rise 1.5x, but the run does not train."""
+    net, history = run(MLP, TrainConfig(lr=0.3), DATA)
+    assert not trains(history) and np.nanmax(history.loss[:20]) <= 1.5 * history.loss[0], "the case this test is for"
+    found = diagnose(history, net, DATA)
+    assert found.cause == "learning_rate" and found.fix["lr"] < 0.1, found
+    _, fixed = run(*found.apply(MLP, TrainConfig(lr=0.3)), DATA)
+    assert trains(fixed)
 
 
 def test_critical_init_scale_is_notebook_02s():

@@ -25,7 +25,8 @@ def test_overflow_layer(capsys):
     for wrong, hint in [
         (10, "still below 65504"),
         (crossing, "between two layers"),
-        (12, "started the line from 1"),
+        (12, "One layer too far"),
+        (13, "started the line from 1"),
         (95, "not float32's"),
         (3, "Solve 6.0 * 2.5**l = 65504"),
         (10.5, "whole number"),

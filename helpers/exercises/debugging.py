@@ -54,6 +54,8 @@ def check_overflow_layer(answer) -> bool:
         )
     if layer == target - 1:
         return not_yet("At that layer the predicted largest |h| is still below 65504: check 6.0 * 2.5**l there.")
+    if layer == target + 1:
+        return not_yet("One layer too far: the line passes 65504 before that layer. Is dense0 your l = 0?")
     from_one = math.log(FLOAT16_MAX) / math.log(OVERFLOW_INIT_SCALE)
     if layer in (math.floor(from_one), math.floor(from_one) + 1):
         return not_yet("You started the line from 1. It starts from dense0's largest |h|, which is 6.0 here.")

@@ -63,7 +63,7 @@ print(f"float16: largest {F16_MAX:g}, smallest normal {float(jnp.finfo(jnp.float
 # 1. A run's loss is `nan` at step 3. Is the layer where the first NaN appears the layer where the trouble began?
 # 2. The same healthy network is trained in float32, in bfloat16 and in float16 without loss scaling. Which one
 #    ends with the lowest test accuracy, and by how many points?
-# 3. bfloat16 keeps 8 significant bits. An SGD step changes a weight of 1.0 by 0.003. Does the weight change?
+# 3. bfloat16 keeps 8 significant bits. An SGD step changes a weight of 1.5 by 0.003. Does the weight change?
 #
 # Sections 1, 4 and 5 answer them.
 
@@ -88,7 +88,7 @@ print(f"step {history.diverged_at}: loss {history.loss[history.diverged_at]}")
 # %% [markdown]
 # The loss is NaN at step 3, and `History` says the forward pass went wrong in `dense4`: replaying that step's
 # forward pass, it is the first layer whose output is not finite. But the cause came earlier. Already at step 0 the
-# update was 0.84 times as large as the weights it changed (about $10^{-3}$ is healthy), at step 1 it was 42 times,
+# update was 0.84 times as large as the weights it changed (healthy runs here take $10^{-3}$ to $10^{-2}$), at step 1 it was 42 times,
 # and at step 2 the loss was $10^{12}$. `History`'s update ratios showed the explosion two steps before the NaN:
 # read them before reaching for a debugger.
 
@@ -199,11 +199,13 @@ assert err_ok.get() is None, f"a fresh network should give no error, got {err_ok
 #
 # ## 2. Skipping non-finite steps is a band-aid
 #
-# `TrainConfig(skip_nonfinite=True)` wraps the optimizer in `optax.apply_if_finite`: a step whose gradient is not
-# finite is not applied, and the run goes on. Here is the run of section 1 with it, five seeds, against fixing the
+# `TrainConfig(skip_nonfinite=True)` wraps the optimizer in `optax.apply_if_finite`: a step whose gradient has a
+# non-finite entry is not applied, and the run goes on. (Optax gives up after `max_consecutive_errors` skips in a
+# row and applies the update anyway; `helpers` sets that to $2^{30}$, so that skipping never ends on its own, and
+# counts the skips in `History.skipped`.) Here is the run of section 1 with it, five seeds, against fixing the
 # cause (`lr` 0.1, the gradient clipped at norm 1).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 skipping = train_seeds(NET, data, TOO_HIGH.replace(skip_nonfinite=True))
 fixed = train_seeds(NET, data, HEALTHY)
 acc_skipping, acc_fixed = skipping.evaluate(data.x_test, data.y_test), fixed.evaluate(data.x_test, data.y_test)
@@ -219,10 +221,11 @@ print(f"lr 0.1, clip_norm 1: test accuracy {mean_range(acc_fixed)}")
 
 # %% [markdown]
 # No seed "diverged": by `History`'s account the skipping runs finished their 300 steps. But every seed skipped
-# every step from step 3 on, 297 of 300: a skipped step leaves the parameters where they were, at a point where
-# the forward or the backward pass overflows on every batch, so the next step is skipped too, and so on forever.
+# every step from step 3 or 4 on, 296 or 297 of 300: a skipped step leaves the parameters where they were, at a
+# point where the forward or the backward pass overflows on every batch, so the next step is skipped too, and so
+# on forever.
 # The network's outputs are NaN for every digit, which `argmax` reads as class 0: 7.8 %, the share of zeros in the
-# test set. Fixing the cause trains to about 92 %, every seed above 85 %.
+# test set. Fixing the cause trains to about 92 %, every seed above 80 %.
 #
 # Skipping is for a *rare* non-finite gradient whose cause is not in the parameters: a corrupt example, or float16
 # with loss scaling (section 4), where an overflowing step is expected and is the signal to lower the scale. When
@@ -231,13 +234,14 @@ print(f"lr 0.1, clip_norm 1: test accuracy {mean_range(acc_fixed)}")
 # %% jupyter={"source_hidden": true}
 # Checks the claims above on every seed.
 assert not skipping.diverged, f"with skipping no run should count as diverged: {skipping.diverged}"
-assert skipped.tolist() == [297] * len(SEEDS) and first_skipped.tolist() == [3] * len(SEEDS), (
-    f"every seed should skip every step from step 3: {skipped}, first at {first_skipped}"
+every_step_after = all(h.skipped[t:].all() for h, t in zip(skipping.histories, first_skipped, strict=True))
+assert np.all(first_skipped <= 4) and every_step_after, (
+    f"every seed should skip every step from step 3 or 4 on: first at {first_skipped}, {skipped} skipped"
 )
 assert np.allclose(acc_skipping, np.mean(data.y_test == 0)), f"class 0 for every digit: {acc_skipping}"
 stuck_outputs = [np.asarray(m(jnp.asarray(data.x_test))) for m in skipping.models]
 assert all(np.isnan(o).all() for o in stuck_outputs), "every skipping run's outputs should be NaN for every digit"
-assert acc_fixed.min() > 0.85 and 0.88 < acc_fixed.mean() < 0.96, f"the fixed runs, about 92 %: {acc_fixed}"
+assert acc_fixed.min() > 0.8 and 0.88 < acc_fixed.mean() < 0.96, f"the fixed runs, about 92 %: {acc_fixed}"
 
 # %% [markdown]
 # ## 3. float16 overflows in the forward pass of an exploding network
@@ -254,7 +258,7 @@ assert acc_fixed.min() > 0.85 and 0.88 < acc_fixed.mean() < 0.96, f"the fixed ru
 # float32, and the first layer where the same network run in float16 (parameters and input cast, as
 # `helpers.precision.cast` does in training) holds an `inf`. Five seeds per `init_scale`.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 DEEP = ModelConfig(depth=30, width=64)
 x256 = jnp.asarray(data.x_train[:256])
 scales = (1.5, 2.0, 3.0)
@@ -296,20 +300,23 @@ plt.show()
 
 # %% [markdown]
 # In every one of the 15 networks the float16 forward pass holds its first `inf` exactly in the layer where the
-# float32 values first pass 65504: below its largest number float16 only rounds, above it it overflows.
+# float32 values first pass 65504: below its largest number float16 only rounds, above it it overflows (exactly:
+# values from 65520 on become `inf`; 65504 to 65519 round down to 65504).
 #
 # The prediction is the crossing of the *average* network. One network of width 64 strays from the line, because
 # its gain per layer fluctuates around $s$ and the fluctuations add up over the layers (notebook 02); being off by
 # a factor $f$ in $|h|$ moves the crossing by $\log f / \log s$ layers, more the closer $s$ is to 1. At $s = 2$
 # and $3$ every seed's first `inf` lies within 2 layers of the first layer past $l^*$. At $s = 1.5$ the seeds
-# spread from `dense22` to `dense26` around a predicted `dense25`, and one seed stays finite through all 30
-# layers. float32 overflows nowhere here: by the same rule, at $s = 3$ it would take about 80 layers.
+# spread over several layers around the predicted `dense25`, and some stay finite through all 30 layers (the
+# figure shows seed 0, the earliest here). float32 overflows nowhere here: by the same rule, at $s = 3$ it would take about 80 layers.
 
 # %% jupyter={"source_hidden": true}
 # Checks: float16's first inf is where float32 passes 65504, and the prediction's margins stated above.
 for s in scales:
-    passes = [np.argmax(p > F16_MAX) if (p > F16_MAX).any() else None for p in peak[s]]
-    assert inf16[s] == passes, f"init_scale {s}: float16's first inf {inf16[s]} vs float32 passing 65504 {passes}"
+    for seed_peak, first_inf in zip(peak[s], inf16[s], strict=True):  # 1 % of slack: float16 rounds on the way
+        sure, maybe = np.flatnonzero(seed_peak > 1.01 * F16_MAX), np.flatnonzero(seed_peak > 0.99 * F16_MAX)
+        allowed = set(range(maybe[0], sure[0] + 1)) if len(sure) else set(maybe[:1]) | {None}
+        assert first_inf in allowed, f"init_scale {s}: float16's first inf {first_inf}, float32 passes 65504 at {allowed}"
     assert np.isfinite(peak[s]).all(), f"init_scale {s}: float32 should stay finite"
     predicted_layer = np.floor(crossing[s]).astype(int) + 1  # the first whole layer past l*
     overflowed = [(i, p) for i, p in zip(inf16[s], predicted_layer, strict=True) if i is not None]
@@ -319,7 +326,7 @@ for s in scales:
         )
     else:
         layers_hit = sorted(i for i, _ in overflowed)
-        assert (layers_hit[0], layers_hit[-1], len(layers_hit)) == (22, 26, 4), f"init_scale 1.5: {inf16[s]}"
+        assert len(layers_hit) < len(SEEDS) and layers_hit[-1] - layers_hit[0] >= 2, f"init_scale 1.5: {inf16[s]}"
         assert set(predicted_layer) == {25}, f"init_scale 1.5: predicted dense25, got {predicted_layer}"
 float32_crossing = np.log(float(jnp.finfo(jnp.float32).max) / peak[3.0][:, 0]) / np.log(3.0)
 assert np.all((75 < float32_crossing) & (float32_crossing < 85)), f"about 80 layers: {float32_crossing}"
@@ -341,12 +348,14 @@ RECIPES = {
 runs = {"float32": fixed} | {name: train_seeds(NET, data, config) for name, config in RECIPES.items()}
 acc = {name: r.evaluate(data.x_test, data.y_test) for name, r in runs.items()}
 late = {name: r.stacked("loss")[:, -50:].mean(axis=1) for name, r in runs.items()}  # each seed's last 50 steps
-plot_seed_rows(
+ax = plot_seed_rows(
     {name: 100 * a for name, a in acc.items()},
     reference="float32",
     xlabel="test accuracy (%)",
     title="8 x 64 ReLU MLP, lr 0.1, clip_norm 1, 300 steps: the compute precision",
-).figure
+)
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no seed hidden
+ax.figure
 
 # %% tags=["nbval-ignore-output"]
 for name, r in runs.items():
@@ -358,11 +367,13 @@ for name, r in runs.items():
 
 # %% [markdown]
 # The answer to question 2 of "Predict first": on this network the precision makes no difference that five seeds
-# can see. The four means lie within 2 points of each other while the seeds of every recipe spread over about 10
+# can see. The four means lie within 3 points of each other while the seeds of every recipe spread over about 10
 # points, and the four mean training losses at the end agree to 0.02. No run diverged.
 #
-# float16 does round something away, though. Its smallest positive number is $2^{-24} \approx 6\cdot10^{-8}$, and a
-# gradient entry smaller than that becomes 0 on its way back through the layers. Count the entries of the gradient
+# float16 does round something away, though. Below $2^{-14} \approx 6.1\cdot10^{-5}$ (its smallest *normal* number)
+# it keeps fewer and fewer significant bits (*subnormal* numbers), down to $2^{-24} \approx 6\cdot10^{-8}$; a value
+# at or below half of that, $2^{-25}$, becomes 0. A small gradient entry can vanish that way on its way back through
+# the layers. Count the entries of the gradient
 # (one batch of 64) that are 0 in float16 but not in float32, at initialisation and after training, and again with
 # the loss multiplied by $S = 2^{15}$ before the backward pass (and the gradient divided by $S$ after it):
 
@@ -397,7 +408,7 @@ for when, models in [("at initialisation", NET.build_seeds(SEEDS, data.image_sha
 # At initialisation float16 loses at most a few entries in $10^5$. After training it loses tens of times more,
 # about 0.16 % on average and up to 0.3 %: a trained network is confident, so $\text{softmax} - \text{onehot}$ is
 # tiny for most examples, and so are the gradients it sends back. With $S = 2^{15}$ the same gradients sit 15
-# binades higher, and again at most a few entries in $10^5$ are lost. Here the lost entries are too few to change
+# binades higher (a *binade* is the range from one power of two to the next), and again at most a few entries in $10^5$ are lost. Here the lost entries are too few to change
 # the loss or the accuracy (above); loss scaling is the remedy for networks where they are not.
 #
 # **The rule** (Micikevicius et al. 2018): multiply the loss by $S$ before the backward pass, divide the gradient by
@@ -442,14 +453,14 @@ print("S changed at steps:", ", ".join(f"{t} (to 2^{np.log2(dynamic.loss_scale[t
 # halved, and after 200 more finite steps it doubles again. As the network trains its gradients shrink, so larger
 # scales fit, and by step 1200 $S$ is above where it started. Dynamic scaling never needs to know the right $S$: it
 # finds a power of two that does not overflow, by trial, and pays with a skipped step now and then. Those are the
-# skipped steps section 2 called legitimate: a handful in 1200 here.
+# skipped steps section 2 called legitimate: one to a few in 1200 here.
 
 # %% jupyter={"source_hidden": true}
 # Checks: no precision separates from float32 (5 seeds), the underflow counts, the fixed and the dynamic scale.
 for name in RECIPES:
     assert not runs[name].diverged, f"{name}: no seed should diverge, got {runs[name].diverged}"
 means, final_losses = [a.mean() for a in acc.values()], [v.mean() for v in late.values()]
-assert np.ptp(means) < 0.02, f"the mean accuracies should lie within 2 points: {np.round(means, 3)}"
+assert np.ptp(means) < 0.03, f"the mean accuracies should lie within 3 points: {np.round(means, 3)}"
 assert min(np.ptp(a) for a in acc.values()) > 0.08, f"each recipe's seeds spread ~10 points: {acc}"
 assert np.ptp(final_losses) < 0.02, f"the mean final losses should agree to 0.02: {np.round(final_losses, 3)}"
 assert zeros["at initialisation"][None].max() < 1e-4, f"at most a few in 1e5 at init: {zeros['at initialisation']}"
@@ -473,11 +484,12 @@ assert dynamic.loss_scale[-1] >= 2.0**17, f"S should end above 2^15: 2^{np.log2(
 # %% [markdown]
 # ## 5. bfloat16's 8 significant bits
 #
-# bfloat16 is float32 with the last 16 bits cut off: the same 8 bits of exponent (the same range, so no overflow
+# bfloat16 keeps float32's top 16 bits (converting rounds to the nearest bfloat16): the same 8 bits of exponent (the same range, so no overflow
 # or underflow problems), but 8 significant bits instead of 24. Its neighbours around $|w| = m\,2^e$
 # ($1 \le m < 2$) are $2^{e-7}$ apart, so $w + u$ rounds back to $w$ when $|u| < 2^{e-8}$. In terms of the ratio
 # $r = |u / w|$: $u$ is lost when $m < 2^{-8}/r$. For weights spread evenly on a log scale, $\log_2 m$ is uniform
-# in $[0, 1)$, and the share of updates lost at ratio $r$ is
+# in $[0, 1)$, and the share of updates lost at ratio $r$ is (one exception: just below a power of two the spacing
+# halves, so a *downward* update of $w = \pm 2^e$ is lost only below $2^{e-9}$)
 #
 # $$P(\text{lost}) = \mathrm{clip}\big(\log_2(2^{-8} / r),\ 0,\ 1\big):$$
 #
@@ -505,7 +517,7 @@ plot_theory_vs_measurement(
     title="bfloat16 rounds small updates away",
 )
 low, high = np.percentile(ratios, [5, 95])
-ax.axvspan(low, high, color=COLORS["band"], alpha=0.2, lw=0, label="||update|| / ||W|| of the float32 runs (5-95 %)")
+ax.axvspan(low, high, color=COLORS["band"], alpha=0.2, lw=0, label="per-layer ||update|| / ||W||, float32 runs (5-95 %)")
 ax.legend(fontsize=8)
 plt.show()
 print("largest gap between measurement and theory:", f"{np.max(np.abs(lost - lost_theory)):.3f}")
@@ -516,10 +528,11 @@ assert np.max(np.abs(lost - lost_theory)) < 0.03, f"measurement vs theory: {np.r
 assert lost[r <= 2.0**-9.5].min() > 0.97 and lost[r >= 2.0**-7.5].max() < 0.03, "all lost below 2^-9, none above 2^-8"
 
 # %% [markdown]
-# The green band is where this course's one measure of an explosion, the update ratio $\|\text{update}\| / \|W\|$
-# that `History` records per layer, lay in the healthy float32 runs: right at the edge. How much would be lost if the
-# *weights* were stored in bfloat16? From `History`, the share of per-layer updates below $2^{-8}$; and, exactly,
-# for one more step of each trained network, the share of its weight entries whose update rounds away:
+# The band is where this course's one measure of an explosion, the update ratio $\|\text{update}\| / \|W\|$
+# that `History` records per layer, lay in the healthy float32 runs: right at the edge. It is a proxy (rounding acts
+# on each entry, and entries' ratios spread around their layer's). How much would be lost if the *weights* were
+# stored in bfloat16? Exactly, for one more step of each trained network, the share of its weight entries whose
+# update rounds away; and from `History`, the share of per-layer ratios below $2^{-8}$:
 
 
 # %%
@@ -550,14 +563,15 @@ print(f"weight entries one more step would not change in bfloat16: {mean_range(l
 # backward passes run in low precision, which on this network changed nothing (section 4), and each update is
 # added to float32 parameters, where it is not lost.
 #
-# Question 3 of "Predict first": $1 = 1.0 \cdot 2^0$, so an update is lost below $2^{-8} \approx 0.0039$, and
-# $1.0 + 0.003$ rounds back to $1.0$ in bfloat16.
+# Question 3 of "Predict first": $1.5 = 1.5 \cdot 2^0$, so an update is lost below $2^{-8} \approx 0.0039$:
+# $1.5 + 0.003$ and $1.5 - 0.003$ both round back to $1.5$ in bfloat16.
 
 # %% jupyter={"source_hidden": true}
 # Checks the shares quoted above, on every seed.
 assert 0.8 < below.min() and below.mean() < 0.95, f"nearly 9 in 10 per-layer ratios below 2^-8: {below}"
 assert 0.5 < lost_entries.min() and lost_entries.max() < 0.8, f"about two thirds of the entries: {lost_entries}"
-assert float((jnp.bfloat16(1.0) + jnp.bfloat16(0.003)).astype(jnp.float32)) == 1.0, "1 + 0.003 is 1 in bfloat16"
+for u in (0.003, -0.003):
+    assert float(jnp.asarray(1.5 + u, jnp.bfloat16)) == 1.5, f"1.5 + {u} should round to 1.5 in bfloat16"
 
 # %% [markdown]
 # ## Exercises
@@ -579,9 +593,10 @@ answer = ...
 ok = ex.check_largest_loss_scale(answer)
 
 # %% [markdown]
-# **3.** Write `survives(w, u)`: for a bfloat16 number `w` (a Python float, not 0) and an update `u`, does `w + u`,
-# rounded to bfloat16, differ from `w`? Use the rule of section 5 (`np.floor(np.log2(abs(w)))` is $e$), not
-# `jnp.bfloat16`; the checker compares your answers with bfloat16's on 60 pairs.
+# **3.** Write `survives(w, u)`: for a bfloat16 number `w` (a Python float, not 0 and not a power of two, where
+# the rule has its exception) and an update `u`, does `w + u`, rounded to bfloat16, differ from `w`? Use the rule
+# of section 5 (`np.floor(np.log2(abs(w)))` is $e$), not `jnp.bfloat16`; the checker compares your answers with
+# bfloat16's on 60 pairs.
 
 
 # %%
@@ -599,17 +614,19 @@ ok = ex.check_survives_bfloat16(survives)
 #
 # | cause | measured | notebook |
 # |---|---|---|
-# | `batchnorm_mode` | BatchNorm normalizes over fewer than 8 rows: its statistics are noise | 06, 11 |
+# | `batchnorm_mode` | BatchNorm normalizes over fewer than 8 rows: its statistics are noise | 06 |
 # | `input_scale` | the inputs' root mean square is outside 0.05-10 | 01 |
-# | `init_scale` | at initialisation the activations' RMS or the gradient norms change over 100x across the depth, and `init_scale` is not the critical value | 01, 02 |
-# | `low_precision` | the float16/bfloat16 gradient is not finite where the float32 one is (at initialisation, or on the batch where the run stopped) | 08 |
+# | `init_scale` | at initialisation the activations' RMS or the gradient norms change over 100x across the depth, and `init_scale` is not the critical value (not tried with BatchNorm, which renormalizes every layer, or below 3 layers) | 01, 02 |
+# | `low_precision` | the float16/bfloat16 gradient is not finite where the float32 one is (at initialisation, or on the batch where the run stopped, or at the end) | 08 |
 # | `dead_units` | the run ended with a layer whose ReLUs are 0 for 90 % or more of the units on every example | 02 |
-# | `learning_rate` | the loss was not finite or rose 1.5x in the first 20 steps; the sharpness gives the limit $2/\lambda_{\max}$ | 03 |
+# | `learning_rate` | the loss was not finite or rose 1.5x in the first 20 steps, or `lr` is above the limit the sharpness gives, $2/\lambda_{\max}$ for SGD | 03 |
 #
 # A run counts as healthy when its loss stayed finite and its last tenth averages below half of both its first
 # loss and $\ln 10$, the loss of a uniform guess. Each cause comes with a `fix`: the config fields to change (the
-# learning rate it proposes is $1/\lambda_{\max}$, which solves the sharpest direction in one step, or one that
-# keeps the first step's update ratio at 3 %). For `input_scale` no config field helps: the report says how to
+# learning rate it proposes is $1/\lambda_{\max}$, which solves the sharpest direction in one step; for dead units
+# one that keeps the first step's largest update ratio at 3 %, about what healthy first steps take here; `fix`
+# may also be `precision="float32"`, or a smaller `lr` for Adam). `diagnosis.apply(model_config, train_config)`
+# puts each fixed field into the config that has it. For `input_scale` no config field helps: the report says how to
 # change the data.
 #
 # Six runs that fail, each built differently (C's data has pixels from 0 to 255 instead of 0 to 1):
@@ -631,15 +648,16 @@ for name, (net_config, config, run_data) in gallery.items():
     print(f"{name}: {net_config} | {config}\n   {broken[name][1].summary()}")
 
 # %% [markdown]
-# **Exercise 4.** Before you run the diagnosis, name each run's cause from its config and its summary (one of
-# `learning_rate`, `init_scale`, `input_scale`, `batchnorm_mode`, `low_precision`, `dead_units`).
+# **Exercise 4.** Before you run the diagnosis, say which cause `diagnose` will name for each run (one of
+# `learning_rate`, `init_scale`, `input_scale`, `batchnorm_mode`, `low_precision`, `dead_units`). Remember that it
+# tries them in the table's order and stops at the first that fires: a run can show more than one symptom.
 
 # %%
 guesses = {"A": ..., "B": ..., "C": ..., "D": ..., "E": ..., "F": ...}
 ok = ex.check_gallery_causes(guesses)
 
 # %% [markdown]
-# Now the diagnoses, with each run's report in one line (`print(d)` gives the whole report, evidence and all; the
+# Now the diagnoses (of seed 0's run each; the fixes are then tested on five seeds), with each run's report in one line (`print(d)` gives the whole report, evidence and all; the
 # first is shown in full):
 
 # %% tags=["nbval-ignore-output"]
@@ -668,14 +686,12 @@ def standardized(d):
 
 def last_loss(seed_runs):
     """Per seed: the mean of the last tenth of the losses (inf for a seed that diverged)."""
-    return np.array([np.mean(h.loss[-20:]) if h.diverged_at is None else np.inf for h in seed_runs.histories])
+    return np.array([np.mean(h.loss[-h.steps // 10 :]) if h.diverged_at is None else np.inf for h in seed_runs.histories])
 
 
 before, after = {}, {}
 for name, (net_config, config, run_data) in gallery.items():
-    fix = diagnoses[name].fix
-    fixed_net = net_config.replace(**{k: v for k, v in fix.items() if k in ModelConfig.__dataclass_fields__})
-    fixed_train = config.replace(**{k: v for k, v in fix.items() if k in TrainConfig.__dataclass_fields__})
+    fixed_net, fixed_train = diagnoses[name].apply(net_config, config)  # each fixed field into its config
     fixed_data = standardized(run_data) if diagnoses[name].cause == "input_scale" else run_data
     before[name] = last_loss(train_seeds(net_config, run_data, config))
     after[name] = last_loss(train_seeds(fixed_net, fixed_data, fixed_train))
@@ -689,10 +705,9 @@ for name in gallery:
 
 # %% [markdown]
 # Every broken recipe fails on every seed (a divergence, or a last loss above $\frac{1}{2}\ln 10 \approx 1.15$),
-# and every fixed one trains on every seed, to a last loss below 1.15, most of them far below. Note how different the cures are: only two of
-# the six runs (A and F) are cured by a smaller learning rate, and the popular first move "lower the learning
-# rate until the NaN goes away" would have hidden the other four causes, or traded a crash for a run that learns
-# nothing.
+# and every fixed one trains on every seed, to a last loss below 1.15, most of them far below. Note how different
+# the cures are: only two of the six (A and F) change the learning rate. E overflows at step 0, before any step
+# is taken, so no learning rate can help it.
 
 # %% jupyter={"source_hidden": true}
 # Checks, on every seed: the broken recipes fail and the fixed ones train.
@@ -703,9 +718,9 @@ for name in gallery:
 assert sum("lr" in d.fix for d in diagnoses.values()) == 2, "only A and F are cured by the learning rate"
 
 # %% [markdown]
-# The slider panel diagnoses every run that fails: break the network on purpose (`lr` above 0.1, `init_scale` at
-# 0.5 or 2, `precision` float16 with a `loss_scale` above about 10^5) and read the one-line diagnosis under the
-# plot, then move the slider to the value it proposes.
+# The slider panel diagnoses every run that fails: break the network on purpose (`lr` at 0.3 or more, `init_scale`
+# at 0.3 or 3, `precision` float16 with a `loss_scale` of $2^{16}$ or more) and read the one-line diagnosis under
+# the plot, then move the slider to the value it proposes.
 
 # %% tags=["nbval-ignore-output"]
 panel(
@@ -724,7 +739,7 @@ panel(
 # - **Then the tools, each for its job:** `jax.debug.print` for values inside compiled code, `jax.debug_infs` /
 #   `jax.debug_nans` for the exact operation (slow: they re-run un-jitted), `checkify` for NaN checks inside a
 #   compiled step. The first `inf` comes before the first NaN, and the cause before both.
-# - **Skipping non-finite steps hides a broken run** (297 of 300 steps skipped, no "divergence"); count
+# - **Skipping non-finite steps hides a broken run** (296-297 of 300 steps skipped, no "divergence"); count
 #   `History.skipped`.
 # - **float16 overflows at 65504,** in a predictable layer of an exploding network ($\max|h_0|\,s^l$), where float32
 #   stays finite; a fixed loss scale too large overflows at step 0, dynamic scaling finds the scale by itself.
@@ -736,7 +751,7 @@ panel(
 #
 # **Claim vs measurement.** *"When the loss turns NaN, lower the learning rate."* Half-true. It cured two of the six
 # broken runs above (A and F); for the other four the cure was the data, the initial weights, the batch size or
-# the loss scale, and a smaller learning rate there only slows the same failure down. *"Training in float16 needs
+# the loss scale, and E fails at step 0 whatever the learning rate. *"Training in float16 needs
 # loss scaling."* Not on this network: without it float16 trained as well as float32 on five seeds (section 4). It
 # needs float32 master weights, and loss scaling where small gradients matter; a badly chosen fixed scale is a cause
 # of failure in its own right.
