@@ -39,15 +39,18 @@ from helpers.train import History, SeedRuns
 __all__ = [
     "COLORS",
     "Dashboard",
+    "add_open_points",
     "compare_histories",
     "draw_dashboard",
     "figure_png",
     "plot_activation_stats",
+    "plot_histograms",
     "plot_history",
     "plot_layer_histograms",
     "plot_layer_profile",
     "plot_seed_rows",
     "plot_theory_vs_measurement",
+    "reference_lines",
     "series",
 ]
 
@@ -859,5 +862,69 @@ def plot_seed_rows(
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.grid(axis="x", alpha=0.3)
     ax.set(title=title, xlabel=xlabel)
+    _legend(ax)
+    return ax
+
+
+def plot_histograms(
+    samples: dict,
+    *,
+    bins=40,
+    ax: Axes | None = None,
+    density: bool = False,
+    xscale: str = "linear",
+    colors: Sequence | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str | None = None,
+    legend: bool = True,
+) -> Axes:
+    """Histograms of several samples on one axes: one sample filled, several as outlines in `series` colours.
+
+    `samples` maps a label to an array of any shape; non-finite values (and, with `xscale="log"`, values <= 0)
+    are left out. `bins`: a number of bins, spread evenly in log10 with `xscale="log"`, or the bin edges.
+    `ylabel` defaults to "density" or "count" ("" for none). `legend=False` leaves the legend to a neighbour.
+    """
+    if ax is None:
+        ax = _new_figure((6.8, 3.6)).subplots()
+    arrays = {label: np.ravel(np.asarray(a, dtype=float)) for label, a in samples.items()}
+    arrays = {label: a[np.isfinite(a) & ((a > 0) if xscale == "log" else True)] for label, a in arrays.items()}
+    if xscale == "log" and np.ndim(bins) == 0:
+        shown = np.concatenate(list(arrays.values()))
+        bins = np.logspace(np.log10(shown.min()), np.log10(shown.max()), int(bins) + 1)
+    one = len(arrays) == 1
+    for (label, a), color in zip(arrays.items(), colors or series(len(arrays)), strict=True):
+        style = {"histtype": "bar"} if one else {"histtype": "step", "lw": 1.5}
+        ax.hist(a, bins=bins, density=density, color=color, label=label, **style)
+    ax.set_xscale(xscale)
+    ax.set(title=title, xlabel=xlabel, ylabel=("density" if density else "count") if ylabel is None else ylabel)
+    if legend:
+        _legend(ax)
+    return ax
+
+
+def reference_lines(
+    ax: Axes, *, x: dict | None = None, y: dict | None = None, color=None, ls: str = ":", lw: float = 1.5
+) -> Axes:
+    """Labelled lines across `ax`, vertical at each value of `x` and horizontal at each value of `y` (each maps a
+    label to a value), in the theory colour unless `color` is given; the legend is drawn again to list them."""
+    color = color or COLORS["theory"]
+    for label, value in (x or {}).items():
+        ax.axvline(value, color=color, ls=ls, lw=lw, label=label, gid="reference")
+    for label, value in (y or {}).items():
+        ax.axhline(value, color=color, ls=ls, lw=lw, label=label, gid="reference")
+    _legend(ax)
+    return ax
+
+
+def add_open_points(ax: Axes, points: dict, *, colors: Sequence | None = None) -> Axes:
+    """Open circles on `ax` for a second measurement of series drawn there: `points` maps a label to `(x, y)`, the
+    i-th in the i-th `series` colour (as `plot_theory_vs_measurement` gives its i-th series) unless `colors`."""
+    log = ax.get_yscale() == "log"
+    colors = colors or series(len(points))
+    for (label, (x, y)), color in zip(points.items(), colors, strict=True):
+        _line(ax, np.asarray(x, dtype=float), y, ls="", marker="o", ms=6, mfc="none", color=color, label=label, log=log)
+    if log:
+        _safe_log_scale(ax, *(np.asarray(y, dtype=float) for _, y in points.values()))  # limits grow to hold them
     _legend(ax)
     return ax

@@ -495,3 +495,40 @@ def test_seed_rows_put_a_point_per_seed_and_the_mean_on_each_row_in_order():
     np.testing.assert_allclose(line.get_xdata(), [0.85, 0.85])
     with pytest.raises(ValueError, match="reference"):
         plots.plot_seed_rows(rows, reference="full")
+
+
+def test_histograms_fill_one_sample_outline_several_and_bin_in_log():
+    rng = np.random.default_rng(0)
+    ax = plots.plot_histograms({"norms": 10 ** rng.normal(0, 1, 500)}, xscale="log", bins=30, title="t", xlabel="x")
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "count" and ax.get_title() == "t"
+    assert len(ax.patches) == 30 and all(p.get_fill() for p in ax.patches)  # one filled bar per bin
+    widths = [p.get_width() for p in ax.patches]
+    assert widths[-1] > 10 * widths[0]  # even in log10: the bins widen to the right
+    samples = {"a": rng.normal(0, 1, 300), "b": np.append(rng.normal(3, 1, 300), [np.nan, np.inf])}
+    ax = plots.plot_histograms(samples, bins=np.linspace(-4, 7, 23), density=True)
+    assert len(ax.patches) == 2 and not any(p.get_fill() for p in ax.patches)  # one outline per sample
+    assert [to_rgb(p.get_edgecolor()) for p in ax.patches] == [to_rgb(c) for c in plots.series(2)]
+    assert ax.get_ylabel() == "density" and ax.get_legend_handles_labels()[1] == ["a", "b"]
+    assert plots.plot_histograms(samples, legend=False).get_legend() is None
+
+
+def test_reference_lines_are_labelled_and_listed_in_the_legend():
+    ax = plots.plot_theory_vs_measurement({"m": (np.arange(3.0), np.array([1.0, 2.0, 4.0]))})
+    assert plots.reference_lines(ax, x={"edge": 1.5}, y={"threshold": 2.0}, color="red", ls="--") is ax
+    lines = [line for line in ax.lines if line.get_gid() == "reference"]
+    assert [line.get_label() for line in lines] == ["edge", "threshold"]
+    assert list(lines[0].get_xdata()) == [1.5, 1.5] and list(lines[1].get_ydata()) == [2.0, 2.0]
+    assert all(to_rgb(line.get_color()) == to_rgb("red") and line.get_linestyle() == "--" for line in lines)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m", "edge", "threshold"]
+
+
+def test_open_points_take_the_series_colours_and_widen_the_log_axis():
+    x = np.array([1.0, 2.0, 3.0])
+    ax = plots.plot_theory_vs_measurement({"a": (x, x), "b": (x, 2 * x)}, title="t")
+    plots.add_open_points(ax, {"a, other norm": (x, 1e4 * x), "b, other norm": (x, [1.0, np.inf, 3.0])})
+    a, b = ax.lines[-3], ax.lines[-2]  # the last line is b's cross at the top for its Inf
+    assert [to_rgb(line.get_color()) for line in (a, b)] == [to_rgb(c) for c in plots.series(2)]
+    assert all(line.get_markerfacecolor() == "none" for line in (a, b))
+    assert ax.lines[-1].get_gid() == "nonfinite"
+    assert ax.get_ylim()[1] >= 3e4  # the axis grew to hold the new points
+    assert "b, other norm" in [t.get_text() for t in ax.get_legend().get_texts()]

@@ -37,7 +37,15 @@ from helpers.data import load_digits
 from helpers.diagnostics import activation_stats
 from helpers.exercises import initialization as ex
 from helpers.models import ModelConfig
-from helpers.plots import COLORS, LAYER_AXIS, compare_histories, plot_theory_vs_measurement, series
+from helpers.plots import (
+    LAYER_AXIS,
+    add_open_points,
+    compare_histories,
+    plot_histograms,
+    plot_theory_vs_measurement,
+    reference_lines,
+    series,
+)
 from helpers.train import SEEDS, TrainConfig, train_seeds
 from helpers.widgets import panel
 
@@ -99,6 +107,7 @@ def descend(params):
     return jax.lax.scan(step, params, None, length=300)[0]
 
 
+# %%
 STARTS = {  # each kernel's initial values, given its shape (fan_in, fan_out) and its layer index
     "all zero": lambda shape, i: jnp.zeros(shape),
     "all 0.1": lambda shape, i: jnp.full(shape, 0.1),
@@ -199,6 +208,7 @@ def init_normal(key, shape, rule, init_scale=1.0):
     return init_scale * STD[rule](*shape) * jax.random.normal(key, shape)
 
 
+# %%
 key, shape = jax.random.key(0), (64, 128)
 jax_normal = {  # JAX's variance_scaling with an untruncated normal: the same rules
     "lecun": jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
@@ -334,6 +344,7 @@ def kernels(rule, init_scale=1.0):
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 
 
+# %%
 def measure(Ws, x, y, activation):
     """One network, per layer: RMS(h_l), ||dL/dz_l||, ||dL/dW_l||, dead fraction, mean cosine between examples."""
     act = ACTIVATIONS[activation]
@@ -570,15 +581,18 @@ spectra = {  # both kinds share the Gaussian first layer of the networks above
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), dpi=90, sharey=True, layout="constrained")
-bins = np.linspace(-12, 1.5, 55)
 for ax, act in zip(axes, iso_activations, strict=True):
-    for kind, color in zip(hidden_kernels, series(2), strict=True):
-        logs = np.log10(np.maximum(spectra[act, kind], 1e-12)).ravel()  # exact zeros (ReLU) drawn at -12
-        ax.hist(logs, bins=bins, histtype="step", lw=1.5, color=color, density=True, label=f"{kind} ({ISO_NETS} nets)")
-    ax.axvline(0, ls="--", color=COLORS["theory"], lw=1, label="isometry: all at 1")
-    ax.set(title=f"{act}, sigma^2 = {critical_gain[act]:g}", xlabel="log10 singular value of dh_50/dh_1")
-axes[0].set_ylabel("density")
-axes[0].legend(fontsize=7, loc="upper left")
+    reference_lines(ax, x={"isometry: all at 1": 0}, ls="--", lw=1)
+    plot_histograms(
+        {f"{kind} ({ISO_NETS} nets)": np.log10(np.maximum(spectra[act, kind], 1e-12)) for kind in hidden_kernels},
+        ax=ax,
+        bins=np.linspace(-12, 1.5, 55),  # exact zeros (ReLU) drawn at -12
+        density=True,
+        legend=ax is axes[0],  # one legend for the three panels
+        xlabel="log10 singular value of dh_50/dh_1",
+        ylabel="density" if ax is axes[0] else "",
+        title=f"{act}, sigma^2 = {critical_gain[act]:g}",
+    )
 fig.suptitle(f"The Jacobian of layers 2-50 at initialisation, width {WIDTH}, one digit")
 plt.show()
 
@@ -656,20 +670,19 @@ first = {  # measured ||dL/dz_1||, its theory, measured ||dL/dW_1||: RMS over th
     for act in PHI
 }
 
-fig, ax = plt.subplots(figsize=(8, 4.2), dpi=90, layout="constrained")
-for act, color in zip(PHI, series(2), strict=True):
-    ax.plot(sweep, first[act][:, 0], "o", color=color, label=f"{act}: ||dL/dz_1|| measured")
-    ax.plot(sweep, first[act][:, 1], "--", lw=1.2, color=color, label=f"{act}: theory")
-    ax.plot(sweep, first[act][:, 2], "o", mfc="none", color=color, label=f"{act}: ||dL/dW_1|| measured")
-    ax.axvline(critical[act], ls=":", color=color, lw=1.5, label=f"{act}: critical init_scale {critical[act]:.2f}")
-ax.set(
-    yscale="log",
+# %%
+ax = plot_theory_vs_measurement(
+    {f"{act}: ||dL/dz_1|| measured": (sweep, first[act][:, 0]) for act in PHI},
+    {f"{act}: theory": (sweep, first[act][:, 1]) for act in PHI},  # in the activation's colour
     xlabel="init_scale (times He's standard deviation)",
     ylabel="first-layer gradient norm (log scale)",
     title=f"first-layer gradient vs init_scale, depth {DEPTH}, width {WIDTH}",
 )
-ax.legend(fontsize=8, ncol=2)
-plt.show()
+add_open_points(ax, {f"{act}: ||dL/dW_1|| measured": (sweep, first[act][:, 2]) for act in PHI})
+for act, color in zip(PHI, series(2), strict=True):
+    reference_lines(ax, x={f"{act}: critical init_scale {critical[act]:.2f}": critical[act]}, color=color)
+ax.legend(fontsize=8, ncols=2, loc="lower right")
+ax.figure
 
 # %%
 ratio = {act: first[act][:, 0] / first[act][:, 1] for act in PHI}
@@ -699,37 +712,8 @@ assert span > 20, f"the first-layer gradients should span more than 20 decades, 
 # layer (mean over the 8 networks and its range) for every `init_scale` of the sweep, and the mean cosine
 # similarity between the 256 examples' representations $h_l$.
 
+
 # %%
-fig, (ax_dead, ax_cos) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, layout="constrained")
-relu_color, tanh_color = series(2)
-for i, r in enumerate(swept["relu"]):  # one line per init_scale, drawn over each other: they coincide
-    ax_dead.plot(
-        layers[:-1],
-        r["dead"].mean(0),
-        "-",
-        lw=1.5,
-        color=relu_color,
-        label=f"relu, init_scale {sweep[0]:.1f} .. {sweep[-1]:.1f} (mean)" if i == 0 else None,
-    )
-ax_dead.fill_between(
-    layers[:-1],
-    r["dead"].min(0),
-    r["dead"].max(0),
-    color=relu_color,
-    alpha=0.2,
-    lw=0,
-    label=f"relu, range over {NETS} networks",
-)
-ax_dead.plot(layers[:-1], results[("he", "tanh")]["dead"].mean(0), "o", ms=3, color=tanh_color, label="tanh (any init)")
-ax_dead.set(
-    xlabel=LAYER_AXIS,
-    ylabel="fraction of units dead on the batch",
-    ylim=(-0.02, 0.6),
-    title=f"dead units: {len(sweep)} init_scales, one curve",
-)
-ax_dead.legend(fontsize=8)
-
-
 def arccos_map(c):
     """Cosine between two ReLU outputs given the cosine c of their (jointly Gaussian) inputs (Cho & Saul 2009)."""
     c = np.clip(c, -1, 1)
@@ -742,21 +726,34 @@ for _ in range(DEPTH):
     pairs = arccos_map(pairs)
     cos_th.append((pairs.sum() - len(pairs)) / (len(pairs) * (len(pairs) - 1)))
 cos_th = np.array(cos_th)
-for (label, r), color in zip(
-    [
-        ("relu (any init)", results[("he", "relu")]),
-        ("tanh + LeCun", results[("lecun", "tanh")]),
-        ("tanh + He", results[("he", "tanh")]),
-    ],
-    series(3),
-    strict=True,
-):
-    ax_cos.plot(layers[:-1], r["cosine"].mean(0), "o", ms=3, color=color, label=f"{label}: measured")
-ax_cos.plot(layers[:-1], cos_th, "--", color=COLORS["theory"], label="relu: arc-cosine theory")
-ax_cos.set(
-    xlabel=LAYER_AXIS, ylabel="mean cosine between examples' h_l", title="how alike the 256 digits look, per layer"
+
+# %%
+fig, (ax_dead, ax_cos) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90, layout="constrained")
+plot_theory_vs_measurement(  # the dead units are the same at every init_scale (checked below): one curve
+    {
+        f"relu, init_scale {sweep[0]:.1f} .. {sweep[-1]:.1f}": (layers[:-1], swept["relu"][0]["dead"]),
+        "tanh (any init)": (layers[:-1], results[("he", "tanh")]["dead"].mean(0)),
+    },
+    ax=ax_dead,
+    lines=True,
+    yscale="linear",
+    xlabel=LAYER_AXIS,
+    ylabel="fraction of units dead on the batch",
+    title=f"dead units: {len(sweep)} init_scales, one curve",
+).set_ylim(-0.02, 0.6)
+plot_theory_vs_measurement(
+    {
+        "relu (any init): measured": (layers[:-1], results[("he", "relu")]["cosine"].mean(0)),
+        "tanh + LeCun: measured": (layers[:-1], results[("lecun", "tanh")]["cosine"].mean(0)),
+        "tanh + He: measured": (layers[:-1], results[("he", "tanh")]["cosine"].mean(0)),
+    },
+    {"relu: arc-cosine theory": (layers[:-1], cos_th)},
+    ax=ax_cos,
+    yscale="linear",
+    xlabel=LAYER_AXIS,
+    ylabel="mean cosine between examples' h_l",
+    title="how alike the 256 digits look, per layer",
 )
-ax_cos.legend(fontsize=8)
 plt.show()
 
 # %%

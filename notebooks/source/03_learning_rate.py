@@ -63,21 +63,17 @@ print("every comparison of training runs uses the seeds", SEEDS)
 # %% [markdown]
 # ## 1. A quadratic: gradient descent diverges exactly when `lr > 2 / lambda_max`
 #
-# Take $f(w) = \tfrac12 w^\top A w$ with a symmetric $A = \sum_i \lambda_i u_i u_i^\top$. Its gradient is $Aw$,
-# so one step of gradient descent is
-#
-# $$w_{t+1} = w_t - \eta A w_t = (I - \eta A)\, w_t .$$
-#
-# Write $w_t = \sum_i c_{i,t} u_i$ in $A$'s eigenvectors: each coordinate evolves on its own, $c_{i,t+1} =
-# (1-\eta\lambda_i)\, c_{i,t}$, so $c_{i,t} = (1-\eta\lambda_i)^t c_{i,0}$. Every coordinate shrinks if and only
-# if $|1-\eta\lambda_i| < 1$ for all $i$, that is
+# On $f(w) = \tfrac12 w^\top A w$ with a symmetric $A = \sum_i \lambda_i u_i u_i^\top$, one step of gradient
+# descent is $w_{t+1} = w_t - \eta A w_t = (I - \eta A)\, w_t$. In $A$'s eigenvectors every coordinate evolves on
+# its own, $c_{i,t} = (1-\eta\lambda_i)^t c_{i,0}$, and all of them shrink if and only if $|1-\eta\lambda_i| < 1$
+# for all $i$:
 #
 # $$0 < \eta < \frac{2}{\lambda_{\max}} .$$
 #
 # Between $1/\lambda_{\max}$ and $2/\lambda_{\max}$ the sharpest coordinate flips sign at every step with a
-# shrinking amplitude; above $2/\lambda_{\max}$ the amplitude grows by $|1-\eta\lambda_{\max}|$ per step. The
-# *sharpest* direction sets the limit, the flattest one the speed (LeCun et al. 1998, "Efficient BackProp").
-# Here it is in plain JAX, with eigenvalues 10 and 1 in a rotated basis:
+# shrinking amplitude; above, the amplitude grows by $|1-\eta\lambda_{\max}|$ per step. The *sharpest* direction
+# sets the limit, the flattest one the speed (LeCun et al. 1998, "Efficient BackProp"). In plain JAX, with
+# eigenvalues 10 and 1 in a rotated basis:
 
 # %%
 angle = 0.5
@@ -159,26 +155,21 @@ assert np.all((measured_rate > 1) == (lr_grid > 2 / lam_max)), "||w|| should gro
 
 # %% [markdown]
 # Every measured point sits on the theory line (within 1 %), and the growth factor crosses 1 exactly at
-# $2/\lambda_{\max} = 0.2$. The V shape is the whole story of this notebook in one picture: below
-# $1/\lambda_{\max}$ a larger learning rate is faster, beyond it the sharp direction starts to overshoot, and
-# at $2/\lambda_{\max}$ overshooting turns into divergence.
-#
-# In a network the loss is this quadratic only near the current point (its second-order Taylor expansion), so
-# the edge $2/\lambda_{\max}$ is a *local* statement: it holds as long as the steps stay where the expansion
-# does.
+# $2/\lambda_{\max} = 0.2$. The V is this notebook's story in one picture: below $1/\lambda_{\max}$ a larger
+# learning rate is faster, beyond it the sharp direction overshoots, and at $2/\lambda_{\max}$ overshooting turns
+# into divergence. In a network the loss is this quadratic only near the current point (its second-order Taylor
+# expansion), so there the edge is a *local* statement.
 
 # %% [markdown]
 # ## 2. The sharpness of a network, with Hessian-vector products
 #
-# Near any point $\theta$ the training loss is, to second order,
-# $\mathcal{L}(\theta+\Delta) \approx \mathcal{L}(\theta) + g^\top\Delta + \tfrac12 \Delta^\top H \Delta$,
-# with $H$ the Hessian. As long as the steps stay where this expansion holds, gradient descent on a network is
-# gradient descent on this quadratic, and the same edge $2/\lambda_{\max}(H)$ applies. Forming $H$ is out of the
-# question (see the count below), but the product $Hv$ costs about two gradients: it is the derivative of the
-# gradient in the direction $v$, one forward-mode pass (`jax.jvp`) through the reverse-mode gradient
-# (`jax.grad`) (Pearlmutter 1994). Power iteration, $v \leftarrow Hv / \|Hv\|$, then converges to the
-# eigenvector whose eigenvalue has the largest magnitude, and $v^\top H v$ estimates that eigenvalue (we check
-# that it comes out positive).
+# Near a point $\theta$ the loss is, to second order,
+# $\mathcal{L}(\theta+\Delta) \approx \mathcal{L}(\theta) + g^\top\Delta + \tfrac12 \Delta^\top H \Delta$, and
+# while the steps stay where this holds, the same edge $2/\lambda_{\max}(H)$ applies. Forming the Hessian $H$ is
+# out of the question (see the count below), but $Hv$ costs about two gradients: one forward-mode pass
+# (`jax.jvp`) through the reverse-mode gradient (`jax.grad`) (Pearlmutter 1994). Power iteration,
+# $v \leftarrow Hv / \|Hv\|$, converges to the eigenvector whose eigenvalue is largest in magnitude, and
+# $v^\top H v$ estimates that eigenvalue (we check that it comes out positive).
 #
 # The network: an MLP with 8 hidden ReLU layers of 64 units, He initialisation; the loss: mean cross-entropy on
 # the first 512 training digits (full batch, so that there is one well-defined Hessian).
@@ -207,6 +198,7 @@ def loss_along(params, v, ts):
     return jax.vmap(lambda t: loss_fn(optax.tree.add_scale(params, t, v)))(ts)
 
 
+# %%
 def hvp(params, v):
     """H v: the derivative of the gradient in the direction v (forward over reverse)."""
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
@@ -233,6 +225,7 @@ def unit_random_like(params, seed=0):
     return optax.tree.scale(1 / optax.tree.norm(v), v)
 
 
+# %%
 lam0_he, v_top = sharpness(params_he, unit_random_like(params_he), 30)
 lam0_he = float(lam0_he)
 lam_again, _ = sharpness(params_he, v_top, 10)
@@ -265,11 +258,10 @@ assert abs(second_difference / lam0_he - 1) < 0.01, (
 # %% [markdown]
 # ### Crossing `2 / lambda_max` in a network
 #
-# The cleanest test of a local statement is near a minimum, where the gradient is small and the quadratic model
-# holds best. We take five networks (seeds 0 to 4: the same architecture, other random initial weights), train
-# each with full-batch gradient descent at `lr = 0.05` for 320 steps, measure $\lambda_{\max}$ there
-# ($\lambda^*$, one per network), then continue from that point for 40 steps at learning rates from half to
-# twice $2/\lambda^*$.
+# The cleanest test of a local statement is near a minimum, where the quadratic model holds best. Five networks
+# (seeds 0 to 4: other random initial weights), each trained by full-batch gradient descent at `lr = 0.05` for
+# 320 steps; there we measure $\lambda_{\max}$ ($\lambda^*$, one per network) and continue for 40 steps at
+# learning rates from half to twice $2/\lambda^*$.
 
 
 # %% tags=["nbval-ignore-output"]
@@ -294,6 +286,7 @@ def highest_over_start(losses):
     return np.max(np.where(np.isfinite(losses), losses, np.inf)) / losses[0]
 
 
+# %% tags=["nbval-ignore-output"]
 factors = [0.5, 0.7, 0.9, 0.95, 1.1, 2.0]
 trained_loss, lam_star, after = [], [], []  # per seed: loss after 320 steps, lambda*, {factor: 40 losses}
 for params in initial_weights(ModelConfig(depth=8, width=64)):
@@ -334,15 +327,11 @@ ax.figure
 # %% [markdown]
 # On every one of the five networks, at $0.5\times$ and $0.7\times 2/\lambda^*$ the loss fell at every one of the
 # 40 steps, and at $1.1\times$ and beyond it rose more than a hundredfold (or became NaN): a few steps beyond the
-# edge undo 320 steps of training. Just below the edge, at $0.9\times$ and $0.95\times$, it depends on the
-# network: on some seeds the loss still fell at every step, on others it jumped. $\lambda^*$ is measured at the
-# starting point only, and the first steps move the sharpness, so "exactly at $2/\lambda_{\max}$" holds here to
-# within about 10 %, not to three digits. Which side a learning rate 5 % below the edge lands on can even change
-# with the last bits of the arithmetic, on another CPU.
-#
-# Far from a minimum the quadratic model holds only over short distances: cross-entropy grows only linearly
-# in the logits once the softmax saturates, and ReLU units switch on and off. So a network can survive learning
-# rates well beyond the edge for a while. Section 4 measures how, and what warmup has to do with it.
+# edge undo 320 steps of training. Just below the edge, at $0.9\times$ and $0.95\times$, it depends on the network
+# (and can depend on the last bits of the arithmetic): $\lambda^*$ is measured at the starting point only and the
+# first steps move it, so the edge holds here to within about 10 %. Far from a minimum the quadratic model holds
+# only over short distances (cross-entropy becomes linear in saturated logits, ReLUs switch on and off), so a
+# network can survive learning rates beyond the edge for a while: section 4 measures how.
 
 # %% jupyter={"source_hidden": true}
 # Checks: on every seed the loss falls at 0.5x and 0.7x the edge and jumps beyond 1.1x; just below, seeds differ.
@@ -363,16 +352,11 @@ assert max(trained_loss) < 0.05 and 10 < min(lam_star) and max(lam_star) < 30, (
 # %% [markdown]
 # ## 3. An exploding gradient or a learning rate that is too large?
 #
-# Both end in NaN, so they are easy to confuse. Now with `helpers.train` (minibatches of 64, plain SGD), three
-# recipes for the same 8 x 64 MLP, each trained on the five seeds (initial weights and batch order), shown as
-# the mean over the seeds with their min-max band:
-#
-# - **healthy**: He initialisation, `lr = 0.1`;
-# - **learning rate too large**: the same network, `lr = 3.0`;
-# - **exploding gradient**: weights 1.5 times He's (`init_scale = 1.5`), `lr = 0.1`.
-#
-# The step-0 gradient is computed before any update, so it cannot depend on the learning rate: it is the
-# network's. That is the diagnostic.
+# Both end in NaN. Now with `helpers.train` (minibatches of 64, plain SGD), three recipes for the same 8 x 64
+# MLP, each on the five seeds (initial weights and batch order), shown as the mean with the min-max band:
+# **healthy** (He, `lr = 0.1`), **learning rate too large** (He, `lr = 3.0`) and **exploding gradient** (weights
+# 1.5 times He's, `init_scale = 1.5`, `lr = 0.1`). The step-0 gradient is computed before any update, so it is
+# the network's, not the learning rate's: that is the diagnostic.
 
 # %% tags=["nbval-ignore-output"]
 he, sharp = ModelConfig(depth=8, width=64), ModelConfig(depth=8, width=64, init_scale=1.5)
@@ -423,21 +407,19 @@ fig.axes[0].legend(fontsize=7, loc="center right")
 fig
 
 # %%
-ax = plot_layer_profile(
-    healthy.stacked("layer_grad_norms")[:, 0].mean(0),
-    healthy.layer_names,
-    label="He (init_scale 1): both He recipes",
-    color=COLORS["measured"],
-    title="Weight-gradient norm per layer at step 0, mean over the seeds",
-)
-plot_layer_profile(
-    exploding.stacked("layer_grad_norms")[:, 0].mean(0),
-    healthy.layer_names,
-    ax=ax,
-    label="init_scale 1.5",
-    color=COLORS["diverged"],
-    title="Weight-gradient norm per layer at step 0, mean over the seeds",
-)
+ax = None
+for run, label, color in [
+    (healthy, "He (init_scale 1): both He recipes", "measured"),
+    (exploding, "init_scale 1.5", "diverged"),
+]:
+    ax = plot_layer_profile(
+        run.stacked("layer_grad_norms")[:, 0].mean(0),
+        run.layer_names,
+        ax=ax,
+        label=label,
+        color=COLORS[color],
+        title="Weight-gradient norm per layer at step 0, mean over the seeds",
+    )
 ax.set_ylim(0.1, 1000)  # both profiles (the first call fixed the limits around its own values)
 ax.figure
 
@@ -445,22 +427,21 @@ ax.figure
 # What to read off:
 #
 # - **Learning rate too large** (He, `lr = 3.0`): the step-0 gradient is the healthy run's on every seed, to the
-#   last digit (same network, same first batch), between 1.6 and 4.2 depending on the seed. The trouble comes
-#   from the updates: they overshoot, the gradient grows from step to step, and the loss is NaN within a few
-#   steps on every seed. The network is fine: at `lr = 0.1` no seed diverges, and within the same 30 steps the
-#   loss falls from about 2.5 to about 1.5 on average. Fix: a smaller `lr` (or warmup).
+#   last digit (same network, same first batch), between 1.6 and 4.2 depending on the seed. The updates
+#   overshoot, the gradient grows from step to step, and the loss is NaN within a few steps on every seed. The
+#   network is fine: at `lr = 0.1` no seed diverges, and within the same 30 steps the loss falls from about 2.5
+#   to about 1.5 on average. Fix: a smaller `lr` (or warmup).
 # - **Exploding gradient** (`init_scale = 1.5`): the gradient is 58 to 75 times larger, depending on the seed,
-#   *before the first update*, and in every layer alike (48x to 100x; notebook 01 explains why the weight
-#   gradients of all layers grow together). The loss is NaN within a few steps on every seed. The cause is the
-#   network, and so is the fix: a correct initialisation (notebook 02), normalisation (notebook 06; Ioffe &
-#   Szegedy 2015), or clipping the gradient (notebook 04; Pascanu et al. 2013).
+#   *before the first update*, and in every layer alike (48x to 100x; notebook 01 explains why). The loss is NaN
+#   within a few steps on every seed. The cause is the network, and so is the fix: initialisation (notebook 02),
+#   normalisation (notebook 06; Ioffe & Szegedy 2015), or clipping (notebook 04; Pascanu et al. 2013).
 #
 # They meet in the sharpness. A ReLU network with zero biases is positively homogeneous: multiplying all 9
 # weight matrices by 1.5 multiplies the logits by exactly $1.5^9 = 38.4$ (measured: 38.4). The softmax starts
 # saturated, and $\lambda_{\max}$ at initialisation rises from 15-41 (He, five seeds) to 370-2,340, 16 to 112
 # times more on the same seed, so the stable learning rate shrinks as much, to between 0.0009 and 0.005. For the
-# optimizer, an exploding gradient *is* a learning rate that is too large for that network. That also suggests a
-# way around it.
+# optimizer, an exploding gradient *is* a learning rate that is too large for that network, which suggests a way
+# around it.
 
 # %% jupyter={"source_hidden": true}
 # Checks: identical step-0 gradients for both He recipes; the NaNs; the numbers above (at initialisation: exact).
@@ -487,11 +468,11 @@ assert (round(lam_ratio.min()), round(lam_ratio.max())) == (16, 112), f"lambda_m
 # %% [markdown]
 # ## 4. Warmup: let the network become flat enough for its learning rate
 #
-# Warmup starts with a small learning rate and raises it to the peak over the first steps (Goyal et al. 2017
-# used it to train ImageNet with large batches). Gilmer et al. (2021) measured what it does: while the learning
-# rate is small, training moves the network to regions of lower sharpness, so that the peak learning rate
-# arrives at a network that can take it. We check that directly on the five `init_scale = 1.5` networks, full
-# batch, by hand. The learning rates come from Optax schedules, which are just functions step -> lr:
+# Warmup raises the learning rate from small to its peak over the first steps (Goyal et al. 2017 used it to
+# train ImageNet with large batches). Gilmer et al. (2021) measured what it does: while the learning rate is
+# small, training moves the network to regions of lower sharpness, so that the peak learning rate arrives at a
+# network that can take it. We check that on the five `init_scale = 1.5` networks, full batch, with learning
+# rates from Optax schedules (functions step -> lr):
 
 # %% tags=["nbval-ignore-output"]
 peak, warmup_steps = 0.1, 100
@@ -525,6 +506,7 @@ def run_with_sharpness(params, v, schedule, steps=120, every=5):
     }
 
 
+# %% tags=["nbval-ignore-output"]
 # One run per seed and schedule, each from its network's top eigenvector at initialisation (section 3).
 warm = {
     name: [run_with_sharpness(w, v, s) for w, (_, v) in zip(weights_sharp, top_sharp, strict=True)]
@@ -583,26 +565,19 @@ plt.show()
 # %% [markdown]
 # Without warmup the first steps at `lr = 0.1`, 19 to 117 times the edge $2/\lambda_{\max}$ of these five
 # networks, throw them far out: within a few steps the gradient norm grows more than a thousandfold and the loss
-# turns NaN, on every seed. With warmup the loss stays finite on every seed, and the sharpness falls
-# from 370-2,340 at the start to within a factor of 5 of $2/\text{peak} = 20$ by step 115, so that the peak
-# learning rate arrives at a network that can take it. The answer to question 2: the sharpness shrinks, by a
-# factor of ten to a few hundred depending on the seed.
+# turns NaN, on every seed. With warmup the loss stays finite on every seed, and the sharpness falls from
+# 370-2,340 at the start to within a factor of 5 of $2/\text{peak} = 20$ by step 115. The answer to question 2:
+# the sharpness shrinks, by a factor of ten to a few hundred depending on the seed.
 #
-# How? Not by keeping the learning rate below the edge: at most of the measurements during the warmup the
-# sharpness sits *above* $2/\text{lr}(t)$, by up to several times (the estimate of a power iteration stopped
-# early can only be *lower* than $\lambda_{\max}$, so this is not an artefact). Each time the rising learning
-# rate oversteps the edge, the step overshoots along the sharpest direction and the loss goes up (it rose at
-# about a third of the steps); the overshoot carries the weights out of the sharp region into a flatter one,
-# where the loss falls again. This is the **catapult** mechanism of Lewkowycz et al. (2020): a learning rate
-# somewhat above $2/\lambda_{\max}$ makes the loss grow for a few steps while the sharpness drops, until the
-# network lands ("is catapulted") in a region flat enough for that learning rate. Warmup keeps each overshoot
-# small, so there are many small catapults instead of one fatal jump; Kalra & Barkeshli (2024) describe
-# warmup's benefit this way, as moving the network to better-conditioned regions that tolerate the peak rate.
-#
-# It is not the *edge of stability* of Cohen et al. (2021), which goes the other way: with a fixed learning rate
-# and full batches, the sharpness *rises* during training (progressive sharpening) until it reaches
-# $2/\text{lr}$, then hovers there while the loss keeps falling, non-monotonically. Here the sharpness starts far
-# above the edge and falls.
+# Not by keeping the learning rate below the edge: at most measurements during the warmup the sharpness sits
+# *above* $2/\text{lr}(t)$, by up to several times (a power iteration stopped early can only underestimate
+# $\lambda_{\max}$, so this is no artefact). Each time the rising learning rate oversteps the edge, the step
+# overshoots along the sharpest direction and the loss goes up (at about a third of the steps); the overshoot
+# carries the weights into a flatter region, where the loss falls again. This is the **catapult** mechanism of
+# Lewkowycz et al. (2020); warmup keeps each overshoot small, many small catapults instead of one fatal jump
+# (Kalra & Barkeshli 2024). It is not the *edge of stability* of Cohen et al. (2021), which goes the other way:
+# with a fixed learning rate the sharpness *rises* until it reaches $2/\text{lr}$ and hovers there. Here it
+# starts far above the edge and falls.
 
 # %% jupyter={"source_hidden": true}
 # Checks: no warmup is NaN within 10 steps; warmup stays finite, flattens near 2/peak, sits mostly above 2/lr(t).
@@ -627,14 +602,11 @@ assert np.all((0.15 < loss_up) & (loss_up < 0.5)), f"the loss should rise at abo
 #
 # SGD's step is $\eta g$: a gradient 1,000 times too large gives a step 1,000 times too large. Adam (Kingma & Ba
 # 2015) divides a running mean of the gradient by the square root of a running mean of its square,
-#
-# $$\Delta = -\eta\, \frac{\hat m}{\sqrt{\hat v} + \epsilon},\qquad
-# \hat m = \frac{m_t}{1-\beta_1^t},\; \hat v = \frac{v_t}{1-\beta_2^t},$$
-#
-# so the size of the gradient cancels. At the first step $\hat m = g$ and $\hat v = g^2$: every weight moves by
-# exactly $\eta$ (up to $\epsilon$), whatever $g$ is. Later steps are bounded by
-# $\eta (1-\beta_1)/\sqrt{1-\beta_2} \approx 3.2\,\eta$ in the worst case and are about $\eta$ or less in
-# practice (Kingma & Ba, §2.1). By hand, on the gradient of the `init_scale = 1.5` network (seed 0):
+# $\Delta = -\eta\, \hat m / (\sqrt{\hat v} + \epsilon)$ with $\hat m = m_t/(1-\beta_1^t)$ and
+# $\hat v = v_t/(1-\beta_2^t)$, so the size of the gradient cancels. At the first step $\hat m = g$ and
+# $\hat v = g^2$: every weight moves by exactly $\eta$ (up to $\epsilon$), whatever $g$ is. Later steps are at
+# most $\eta (1-\beta_1)/\sqrt{1-\beta_2} \approx 3.2\,\eta$, and about $\eta$ or less in practice (Kingma & Ba,
+# §2.1). By hand, on the gradient of the `init_scale = 1.5` network (seed 0):
 
 # %%
 g_sharp = value_and_grad(params_sharp)[1]
@@ -680,16 +652,15 @@ assert np.isnan(u1[0]) and np.isnan(u2[0]) and abs(float(u2[1]) + adam_lr) < 1e-
 )
 
 # %% [markdown]
-# Every weight moves by exactly `lr` = 0.001 whether the gradient is multiplied by 1 or 1,000,
-# while SGD's largest step grows from 0.03 to 30. That answers question 3: not at all larger. But an infinite
-# gradient gives $\infty/\infty$ = NaN, and the infinity stays in Adam's moment estimates, so that weight's
-# update is NaN at every later step too: Adam bounds finite steps, it does not stop overflow.
+# Every weight moves by exactly `lr` = 0.001 whether the gradient is multiplied by 1 or 1,000, while SGD's
+# largest step grows from 0.03 to 30. That answers question 3: not at all larger. But an infinite gradient gives
+# $\infty/\infty$ = NaN, and the infinity stays in Adam's moment estimates, so that weight's update is NaN at
+# every later step too: Adam bounds finite steps, it does not stop overflow.
 #
-# Does a bounded step make the explosion harmless? Train the same MLP with Adam (`lr = 1e-3`, 300 steps, five
-# seeds) at four initial scales. Next to the accuracies, two things at step 0 (exact, no training involved):
-# the size of the first update relative to the weights, for Adam and for SGD at the same learning rate
-# (SGD's is $\text{lr}\,\|g_l\|/\|W_l\|$ per layer), and how far Adam's first update moves the network's output,
-# the logits of the 512 digits of section 2.
+# Does a bounded step make the explosion harmless? Adam (`lr = 1e-3`, 300 steps, five seeds) at four initial
+# scales. Besides the accuracies, two things at step 0 (exact, no training): the first update relative to the
+# weights, for Adam and for SGD at the same learning rate ($\text{lr}\,\|g_l\|/\|W_l\|$ per layer), and how far
+# Adam's first update moves the logits of the 512 digits of section 2.
 
 # %% tags=["nbval-ignore-output"]
 scales = [1.0, 1.5, 2.0, 2.5]
@@ -712,6 +683,7 @@ def logits_moved_by_adam(params):
     return jnp.sqrt(jnp.mean((logits(optax.apply_updates(params, update)) - logits(params)) ** 2))
 
 
+# %% tags=["nbval-ignore-output"]
 step0 = {}
 for s, r in adam_runs.items():
     kernel_norms = np.asarray(layer_norms(*first_weights[s]))  # (seeds, layers)
@@ -736,6 +708,7 @@ print(
     )
 )
 
+# %% tags=["nbval-ignore-output"]
 fig, (ax_u, ax_m, ax_a) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=90, layout="constrained")
 plot_theory_vs_measurement(
     {"SGD, lr 1e-3": (scales, col["sgd_ratio"].T), "Adam, lr 1e-3": (scales, col["adam_ratio"].T)},
@@ -763,20 +736,19 @@ plot_theory_vs_measurement(
 plt.show()
 
 # %% [markdown]
-# No Adam run produced a NaN, at any scale, on any seed. Adam's first step stays between 0.0015 and 0.005 of
-# the weights' norm at every scale (it even shrinks, since the weights grow while the step does not), while
-# SGD's grows 1,500- to 1,900-fold from `init_scale` 1 to 2.5, depending on the seed. And yet test accuracy falls
-# from 97 % (97 to 98 % over the seeds) with He to about 74 % (70 to 78 %) at `init_scale` 2.5, and training accuracy to about 90 %.
+# No Adam run produced a NaN, at any scale, on any seed. Adam's first step stays between 0.0015 and 0.005 of the
+# weights' norm at every scale (it even shrinks, since the weights grow while the step does not), while SGD's
+# grows 1,500- to 1,900-fold from `init_scale` 1 to 2.5, depending on the seed. And yet test accuracy falls from
+# 97 % (97 to 98 % over the seeds) with He to about 74 % (70 to 78 %) at `init_scale` 2.5, and training accuracy
+# to about 90 %.
 #
-# Why, if every step is small? Small for the weights is not small for what the loss sees, the logits. They are
-# $s^9$ times He's (section 3), and a step of the same size per weight is a relative change $s$ times smaller,
-# so it moves the logits about $s^9/s = s^8$ times more than in the He network (middle panel): measured, Adam's
-# first step moves them by 0.2 (root mean square over the digits) with He and by 360 at `init_scale` 2.5, close
-# to the predicted factor $2.5^8 \approx 1{,}500$. Every step of the training is such a jump, and the training
-# loss shows it: after step 10 it spikes above 500 on every seed at `init_scale` 2.5, while with He it never
-# returns to its starting value. Adam hides the symptom (the size of the gradient) and leaves the cause (the
-# scale of the network). The cure is in the network: initialisation (notebook 02) or normalisation
-# (notebook 06).
+# Small for the weights is not small for what the loss sees, the logits. They are $s^9$ times He's (section 3),
+# and a step of the same size per weight is a relative change $s$ times smaller, so it moves the logits about
+# $s^8$ times more (middle panel): by 0.2 (root mean square over the digits) with He and by 360 at `init_scale`
+# 2.5, close to the predicted $2.5^8 \approx 1{,}500$. The training loss shows these jumps: after step 10 it
+# spikes above 500 on every seed at `init_scale` 2.5, while with He it never returns to its starting value. Adam
+# hides the symptom (the size of the gradient) and leaves the cause (the scale of the network), whose cure is
+# initialisation (notebook 02) or normalisation (notebook 06).
 
 # %% jupyter={"source_hidden": true}
 # Checks: no NaN; the step-0 numbers above (exact); accuracies and loss spikes with margins over the seeds.
@@ -804,13 +776,11 @@ assert np.all(col["loss_peak"][-1] > 500) and np.all(col["loss_peak"][0] < loss_
 # %% [markdown]
 # ## 6. Explore: learning rate, warmup, optimizer
 #
-# The panel starts with section 3's exploding network, `init_scale = 1.5` at `lr = 0.1` without warmup (NaN
-# within a few steps). `warmup_steps` is `TrainConfig`'s linear warmup, `lr * min(1, (step + 1) / warmup_steps)`:
-# unlike `optax.linear_schedule` above, its first step is not 0. Try: raise `warmup_steps` until it trains, and
-# find the shortest warmup that still works;
-# then switch `optimizer` to `adam` and lower `lr` until Adam trains (its `lr` is a step size per weight, so 0.1
-# is a hundred times the usual 1e-3); finally try `momentum`: once its velocity has built up, a steady gradient
-# moves the weights by $\text{lr}/(1-0.9) = 10\,\text{lr}$ per step. The panel trains one seed: compare
+# The panel starts with section 3's exploding network, `init_scale = 1.5` at `lr = 0.1` without warmup (NaN within
+# a few steps). `warmup_steps` is `TrainConfig`'s linear warmup, `lr * min(1, (step + 1) / warmup_steps)`: unlike
+# `optax.linear_schedule` above, its first step is not 0. Try: find the shortest warmup that trains; then switch
+# `optimizer` to `adam` and lower `lr` until it trains (0.1 is a hundred times Adam's usual 1e-3); finally try
+# `momentum`, whose steady steps are $\text{lr}/(1-0.9) = 10\,\text{lr}$ long. The panel trains one seed: compare
 # settings by large differences, not by a point or two.
 
 # %% tags=["nbval-ignore-output"]
@@ -868,12 +838,12 @@ ok = ex.check_adam_after_spike(answer)
 #
 # > "Use the learning rate to control the optimizer's speed, to avoid overfitting."
 #
-# The first half is right: in the limit of small learning rates, gradient descent follows the gradient flow
-# $\dot\theta = -\nabla\mathcal{L}(\theta)$, and `lr` only sets how fast it moves along that path: what matters
-# is the product `lr x steps`. The second half does not follow: a smaller learning rate walks (nearly) the same
-# path more slowly, so it reaches the same overfitted network, later. Measured with the He-initialised 8 x 64 MLP, SGD,
-# minibatches of 64, five seeds: `lr = 0.1` for 400 steps and `lr = 0.025` for 1,600 steps (the same
-# `lr x steps = 40`), and `lr = 0.025` stopped after 400 steps:
+# The first half is right: for small learning rates gradient descent follows the gradient flow
+# $\dot\theta = -\nabla\mathcal{L}(\theta)$, and `lr` only sets the speed along that path: what matters is
+# `lr x steps`. The second half does not follow: a smaller learning rate walks (nearly) the same path more
+# slowly, so it reaches the same overfitted network, later. Measured with the He 8 x 64 MLP, SGD, minibatches of
+# 64, five seeds: `lr = 0.1` for 400 steps, `lr = 0.025` for 1,600 steps (the same `lr x steps = 40`), and
+# `lr = 0.025` stopped after 400 steps:
 
 # %% tags=["nbval-ignore-output"]
 lr_runs = {
@@ -910,24 +880,21 @@ plot_theory_vs_measurement(
 ).figure
 
 # %% [markdown]
-# At the same `lr x steps = 40` the two learning rates reach the same test accuracy, about 97.5 % on average,
-# and the seeds do not separate them: each learning rate is ahead on some seeds. Both fit the training set
-# (over 97 % on every seed, essentially 100 % with the small one), and the train-test gap is 1 to 3 points
-# with either. The paths are not quite the same: `lr = 0.1` is beyond the edge $2/\lambda_{\max}$ of three of
-# the five networks at initialisation (section 3), and its loss keeps bouncing, while the small learning rate
-# ends with a lower training loss on every seed (the plot). So the smaller learning rate fits the training set more
-# tightly, not less, for the same test accuracy. Stopped after 400 steps, it has fitted less of the training
-# set on every seed and is worse on the test set too, on average: its smaller gap comes from underfitting, not
-# from avoiding overfitting. Stopping there is early stopping, not the learning rate at work. What the
-# measurement supports instead:
+# At the same `lr x steps = 40` the two learning rates reach the same test accuracy, about 97.5 % on average, and
+# the seeds do not separate them. Both fit the training set (over 97 % on every seed, essentially 100 % with the
+# small one), with a train-test gap of 1 to 3 points. The paths differ a little: `lr = 0.1` is beyond the edge
+# $2/\lambda_{\max}$ of three of the five networks at initialisation (section 3) and its loss keeps bouncing,
+# while the small learning rate ends with a lower training loss on every seed (the plot): it fits the training
+# set more tightly, not less, for the same test accuracy. Stopped after 400 steps, it has fitted less on every
+# seed and is worse on the test set on average: a smaller gap from underfitting, which is early stopping, not the
+# learning rate at work. What the measurement supports instead:
 #
 # - **The learning rate's real constraint is stability**, `lr < 2 / lambda_max` locally (sections 1-2), and the
 #   sharpness changes during training (section 4).
-# - **Its effect on generalisation is indirect**, and here too small to see over five seeds. Large-step, noisy
-#   SGD tends to settle in flatter regions and to generalise a little better (Keskar et al. 2017; Smith & Le
-#   2018), an *implicit* regularisation, not a knob that prevents overfitting.
-# - **Against overfitting** use what targets it: weight decay (notebook 05, Loshchilov & Hutter 2019 for the
-#   decoupled form), more data or augmentation, and early stopping on a validation set.
+# - **Its effect on generalisation is indirect**, and here too small to see over five seeds: large-step, noisy
+#   SGD tends to settle in flatter regions (Keskar et al. 2017; Smith & Le 2018), an *implicit* regularisation.
+# - **Against overfitting** use what targets it: weight decay (notebook 05; Loshchilov & Hutter 2019), more
+#   data or augmentation, and early stopping on a validation set.
 
 # %% jupyter={"source_hidden": true}
 # Checks: at equal lr x steps neither wins on every seed; both fit; the small lr ends lower; the early stop underfits.
@@ -958,21 +925,20 @@ assert np.all(train_early < train_small) and test_early.mean() < test_small.mean
 # - On a quadratic, gradient descent converges if and only if `lr < 2 / lambda_max`; the growth factor per step
 #   is $\max_i|1-\eta\lambda_i|$, measured to within 1 %.
 # - A network's sharpness is measurable without its Hessian: Hessian-vector products (`jax.jvp` of `jax.grad`)
-#   and power iteration. Near a trained point the edge holds to about 10 % (on five seeds: 0.7 x, the loss
-#   falls at every step; 1.1 x, it jumps over a hundredfold). The edge is local: during a warmup a network
-#   crossed it again and again and survived (section 4).
+#   and power iteration. Near a trained point the edge holds to about 10 % (five seeds: at 0.7 x the loss falls
+#   at every step, at 1.1 x it jumps over a hundredfold). The edge is local: during a warmup a network crossed
+#   it again and again and survived.
 # - Read the gradient at step 0. Large before any update: the network explodes (fix the network). Normal at
-#   step 0, growing over the steps: the learning rate is too large (lower it or warm up). In sharpness terms
-#   they are the same thing: `init_scale = 1.5` raised $\lambda_{\max}$ 16- to 112-fold.
-# - Warmup works by letting the network become flat enough: through many small catapults (not at the edge of
-#   stability), the sharpness fell ten- to a few hundredfold during a 100-step warmup, on every seed, to near
-#   `2 / peak lr`; with warmup no seed diverged, without it every seed did.
-# - Adam moves each weight by about `lr` whatever the gradient's size, so it survives gradients that kill SGD,
-#   but an inf still becomes NaN, and on the exploding network each step still moves the logits about $s^8$
-#   times more: it trains worse (about 74 % vs 97 % test, five seeds).
+#   step 0, growing over the steps: the learning rate is too large (lower it or warm up). In sharpness terms they
+#   are the same thing: `init_scale = 1.5` raised $\lambda_{\max}$ 16- to 112-fold.
+# - Warmup lets the network become flat enough, through many small catapults: the sharpness fell ten- to a few
+#   hundredfold during a 100-step warmup, on every seed, to near `2 / peak lr`; with warmup no seed diverged,
+#   without it every seed did.
+# - Adam moves each weight by about `lr` whatever the gradient's size, so it survives gradients that kill SGD;
+#   but an inf still becomes NaN, and on the exploding network each step moves the logits about $s^8$ times
+#   more: it trains worse (about 74 % vs 97 % test, five seeds).
 # - "Use the learning rate to avoid overfitting": at the same `lr x steps` a smaller learning rate reached the
-#   same test accuracy (five seeds do not separate them) and a lower training loss, later; it did not narrow
-#   the train-test gap.
+#   same test accuracy and a lower training loss, later; it did not narrow the train-test gap.
 #
 # **References.** LeCun, Bottou, Orr & Müller (1998), *Efficient BackProp*; Pearlmutter (1994), *Fast exact
 # multiplication by the Hessian*; Kingma & Ba (2015), *Adam*; Goyal et al. (2017), *Accurate, large minibatch

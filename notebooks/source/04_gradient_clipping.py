@@ -35,7 +35,14 @@ from flax import nnx
 from helpers.data import load_digits
 from helpers.exercises import clipping as ex
 from helpers.models import ModelConfig, per_layer
-from helpers.plots import COLORS, LAYER_AXIS, Dashboard, plot_theory_vs_measurement, series
+from helpers.plots import (
+    COLORS,
+    Dashboard,
+    plot_histograms,
+    plot_theory_vs_measurement,
+    reference_lines,
+    series,
+)
 from helpers.train import SEEDS, TrainConfig, mean_range, train, train_seeds
 from helpers.widgets import panel
 
@@ -250,17 +257,19 @@ ax2d.set(
 )
 ax2d.legend(fontsize=8, loc="lower right")
 
-ax.semilogx(thresholds, cos_value, "o", color=COLORS["measured"], label="by value: measured")
-ax.axhline(1.0, color=COLORS["clip"], lw=2, label="by global norm: 1 at every threshold")
-ax.axhline(sign_limit, ls="--", color=COLORS["theory"], label=f"c -> 0 limit = {sign_limit:.2f}")
-ax.axvline(largest, ls=":", color=COLORS["theory"], label=f"largest |g_i| = {largest:.0f}: nothing clipped above")
-ax.set(
-    ylim=(0, 1.05),
+plot_theory_vs_measurement(
+    {"by value: measured": (thresholds, cos_value)},
+    ax=ax,
+    xscale="log",
+    yscale="linear",
     xlabel="threshold c of clipping by value (log scale)",
     ylabel="cosine(g, clipped g)",
     title="direction kept by clipping, exploding network's gradient",
 )
-ax.legend(fontsize=8, loc="lower right")
+reference_lines(ax, y={"by global norm: 1 at every threshold": 1.0}, ls="-", lw=2)
+reference_lines(ax, y={f"c -> 0 limit = {sign_limit:.2f}": sign_limit}, ls="--")
+reference_lines(ax, x={f"largest |g_i| = {largest:.0f}: nothing clipped above": largest})
+ax.set_ylim(0, 1.05)
 plt.show()
 
 # %%
@@ -447,31 +456,19 @@ draws = np.array([layer_rms(net) for net in EXPLODING.build_seeds(SEEDS, data.im
 trained = np.array([layer_rms(net) for net in clip_runs.models])  # the same five networks after training
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 4), dpi=90, layout="constrained")
 names = clip_runs.models[0].layer_names()[:-1]
-colors = series(3)
-for (name, (rms, s)), color in zip(profiles.items(), colors, strict=False):
-    ax.plot(layers, rms, "o", ms=4, color=color, label=f"{name}, seed 0: x{growth(rms):.3f} per layer")
-    ax.plot(layers, rms_x * s**layers, "--", color=color, lw=1.2, label=f"theory: RMS(x) * {s}^l, l = 1 at dense0")
-geo_mean = np.exp(np.log(trained).mean(0))
-ax.fill_between(layers, trained.min(0), trained.max(0), color=colors[2], alpha=0.25, lw=0)
-ax.plot(
-    layers,
-    geo_mean,
-    "o",
-    ms=4,
-    color=colors[2],
-    label="init_scale 1.2, after 600 clipped steps: geometric mean of 5 seeds",
-)
-ax.set_xticks(layers[::3], names[::3], rotation=45, ha="right")
-ax.set(
-    yscale="log",
-    xlabel=LAYER_AXIS,
+at_init = {f"{name}, seed 0: x{growth(rms):.3f} per layer": (layers - 1, rms) for name, (rms, _) in profiles.items()}
+ax = plot_theory_vs_measurement(
+    {**at_init, "init_scale 1.2, after 600 clipped steps": (layers - 1, trained)},
+    {f"theory: RMS(x) * {s}^l, l = 1 at dense0": (layers - 1, rms_x * s**layers) for _, s in profiles.values()},
+    layer_names=names,
     ylabel="RMS of the layer's output (log scale)",
     title="forward signal per layer: theory (dashed) vs measurement (points; band: min-max over seeds)",
 )
-ax.legend(fontsize=8)
-plt.show()
+ax.set_ylim(top=3e3)  # room for the legend above the points
+ax.figure
+
+# %%
 for name, (rms, _) in profiles.items():
     print(f"{name}, seed 0: x{growth(rms):.3f} per layer, last layer / input RMS = {rms[-1] / rms_x:.3g}")
     print(f"{name}, seed 0: every layer within a factor {np.exp(worst[name]):.2f} of the theory line")
@@ -560,19 +557,19 @@ assert acc_record.min() < 0.6 and 0.6 < acc_record.max() < 0.93, f"unclipped acc
 fig, (ax_t, ax_h) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=90, layout="constrained")
 for seed, trace, color in zip(SEEDS, norms, series(len(SEEDS)), strict=True):
     ax_t.semilogy(trace, color=color, lw=0.7, alpha=0.8, label=f"seed {seed}")
-ax_t.axhline(p90, color=COLORS["clip"], ls=":", lw=1.5, label="90th percentile of all")
 ax_t.set(xlabel="step", ylabel="||gradient|| (log scale)", title="gradient norm vs step, He init, lr 0.02, unclipped")
-ax_t.legend(fontsize=7, ncols=2)
-bins = np.logspace(np.log10(norms.min()), np.log10(norms.max()), 40)
-ax_h.hist(norms.ravel(), bins=bins, color=COLORS["grad_norm"])
-ax_h.axvline(p90, color=COLORS["clip"], ls=":", lw=1.5, label="90th percentile")
-ax_h.set(
+reference_lines(ax_t, y={"90th percentile of all": p90}).legend(fontsize=7, ncols=2)
+plot_histograms(
+    {f"all {norms.size} steps": norms},
+    ax=ax_h,
+    bins=39,
     xscale="log",
+    colors=[COLORS["grad_norm"]],
     xlabel="||gradient|| (log scale)",
     ylabel="number of steps",
     title=f"histogram over the {norms.size} recorded steps ({len(SEEDS)} seeds)",
 )
-ax_h.legend(fontsize=8)
+reference_lines(ax_h, x={"90th percentile": p90})
 plt.show()
 
 # %% [markdown]
