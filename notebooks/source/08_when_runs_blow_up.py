@@ -316,7 +316,9 @@ for s in scales:
     for seed_peak, first_inf in zip(peak[s], inf16[s], strict=True):  # 1 % of slack: float16 rounds on the way
         sure, maybe = np.flatnonzero(seed_peak > 1.01 * F16_MAX), np.flatnonzero(seed_peak > 0.99 * F16_MAX)
         allowed = set(range(maybe[0], sure[0] + 1)) if len(sure) else set(maybe[:1]) | {None}
-        assert first_inf in allowed, f"init_scale {s}: float16's first inf {first_inf}, float32 passes 65504 at {allowed}"
+        assert first_inf in allowed, (
+            f"init_scale {s}: float16's first inf {first_inf}, float32 passes 65504 at {allowed}"
+        )
     assert np.isfinite(peak[s]).all(), f"init_scale {s}: float32 should stay finite"
     predicted_layer = np.floor(crossing[s]).astype(int) + 1  # the first whole layer past l*
     overflowed = [(i, p) for i, p in zip(inf16[s], predicted_layer, strict=True) if i is not None]
@@ -517,7 +519,9 @@ plot_theory_vs_measurement(
     title="bfloat16 rounds small updates away",
 )
 low, high = np.percentile(ratios, [5, 95])
-ax.axvspan(low, high, color=COLORS["band"], alpha=0.2, lw=0, label="per-layer ||update|| / ||W||, float32 runs (5-95 %)")
+ax.axvspan(
+    low, high, color=COLORS["band"], alpha=0.2, lw=0, label="per-layer ||update|| / ||W||, float32 runs (5-95 %)"
+)
 ax.legend(fontsize=8)
 plt.show()
 print("largest gap between measurement and theory:", f"{np.max(np.abs(lost - lost_theory)):.3f}")
@@ -686,7 +690,9 @@ def standardized(d):
 
 def last_loss(seed_runs):
     """Per seed: the mean of the last tenth of the losses (inf for a seed that diverged)."""
-    return np.array([np.mean(h.loss[-h.steps // 10 :]) if h.diverged_at is None else np.inf for h in seed_runs.histories])
+    return np.array(
+        [np.mean(h.loss[-h.steps // 10 :]) if h.diverged_at is None else np.inf for h in seed_runs.histories]
+    )
 
 
 before, after = {}, {}
