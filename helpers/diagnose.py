@@ -6,8 +6,8 @@ a config change that should cure it::
     train(ModelConfig.parse(...).replace(**model_part).build(...), data, config.replace(**train_part))
 
 A run is healthy when its losses stay finite and its last losses average below half its first loss and below
-half the loss of a uniform guess, ln(classes). For a run that is
-not, the causes are tried from the root outwards, each by a measurement:
+half the loss of a guess that ignores the input: ln(classes) for labels, the targets' variance for a regression.
+For a run that is not, the causes are tried from the root outwards, each by a measurement:
 
 1. batchnorm_mode: BatchNorm normalizes over fewer than `MIN_BATCH_ROWS` rows, so its statistics are noise;
 2. input_scale: the inputs' root mean square is far from 1 (outside `INPUT_RMS`);
@@ -105,7 +105,7 @@ def diagnose(history, model, data) -> Diagnosis:
     config, model_config = history.config, model.config
     x, y = data.x_train[:BATCH], data.y_train[:BATCH]
     first, last, diverged = _losses(history)
-    if not diverged and last < 0.5 * min(first, math.log(data.num_classes)):
+    if not diverged and last < 0.5 * min(first, _guess_loss(data)):
         return Diagnosis(
             "none", "the run is healthy", [f"the loss fell from {first:.3g} to {last:.3g} (mean of the last steps)"], {}
         )
@@ -131,6 +131,12 @@ def _check(history, model, data) -> None:
         model.check_input((1, *np.shape(data.x_train)[1:]))
     except (ValueError, AttributeError) as error:
         raise ValueError(f"data: does not fit the model ({error})") from None
+
+
+def _guess_loss(data) -> float:
+    """The loss of a guess that ignores the input: uniform over the classes, or the targets' mean (regression)."""
+    y = np.asarray(data.y_train)
+    return float(np.var(y)) if np.issubdtype(y.dtype, np.floating) else math.log(data.num_classes)
 
 
 def _losses(history) -> tuple[float, float, bool]:
@@ -184,7 +190,13 @@ def _input_scale(history, model, model_config, config, data, x, y) -> Diagnosis 
 
 def _init_scale(history, model, model_config, config, data, x, y) -> Diagnosis | None:
     critical = critical_init_scale(model_config.activation, model_config.init)
-    if model_config.depth < 3 or model_config.batchnorm or abs(model_config.init_scale / critical - 1) < 0.1:
+    recurrent = model_config.kind in ("rnn", "lstm")  # there init_scale is the recurrent spectral radius
+    if (
+        model_config.depth < 3
+        or model_config.batchnorm
+        or recurrent
+        or abs(model_config.init_scale / critical - 1) < 0.1
+    ):
         return None  # BatchNorm renormalizes every layer's output: no geometric growth (notebook 06)
     values = activations_and_grads(model_config.build(data.image_shape, data.num_classes), x, y)
     rms = np.array([np.sqrt(np.mean(np.square(h, dtype=np.float64))) for h in values.activations])

@@ -114,3 +114,14 @@ def test_config_round_trip_and_classes():
         config = RNN_CONFIG.replace(kind=kind, init_scale=0.9)
         assert ModelConfig.parse(str(config)) == config and isinstance(config.build((10, 2), 1), cls)
     assert "init_scale" in str(RNN_CONFIG) and "kind=rnn" in str(RNN_CONFIG)
+
+
+def test_diagnose_judges_a_regression_against_the_targets_variance():
+    from helpers.diagnose import diagnose
+
+    net = RNN_CONFIG.build(DATA.image_shape, 1)
+    history = train(net, DATA, TrainConfig(lr=0.05, clip_norm=1.0, steps=300))
+    assert diagnose(history, net, DATA).cause == "none", "a run that learned the adding problem is healthy"
+    net = RNN_CONFIG.build(DATA.image_shape, 1)
+    history = train(net, DATA, TrainConfig(lr=0.1, steps=100))  # unclipped: the loss explodes
+    assert diagnose(history, net, DATA).cause == "learning_rate"
