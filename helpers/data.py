@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Dataset", "adding_problem", "load_digits", "load_mnist"]
+__all__ = ["Dataset", "adding_problem", "load_digits", "load_mnist", "recall_task"]
 
 # Injectable for tests: they replace it with a fake so that no test touches the network.
 _urlopen = urllib.request.urlopen
@@ -125,6 +125,38 @@ def adding_problem(length: int, n_train: int = 2000, n_test: int = 500, seed: in
     x = np.stack([values, markers], axis=-1)
     y = (values[np.arange(n), first] + values[np.arange(n), second]).astype(np.float32)
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=1)
+
+
+def recall_task(pairs: int = 4, keys: int = 8, values: int = 8, n_train: int = 4000, n_test: int = 500, seed: int = 0):
+    """Associative recall: `pairs` (key, value) tokens, then one of the keys again; the answer is its value.
+
+    A sequence reads k1 v1 k2 v2 ... kn vn q, one-hot over `keys + values` symbols (keys are 0 .. keys - 1, values
+    the rest; the keys of a sequence are distinct). Every position is labelled with the answer (the encoder sees
+    the whole sequence). One attention layer cannot solve it: a value's position must first learn which key stood
+    before it, and only then can the query find it, so it needs two layers (an induction-head circuit, Olsson et
+    al. 2022). Generated, no download.
+    """
+    for name, value, least in [
+        ("pairs", pairs, 1),
+        ("values", values, 2),
+        ("n_train", n_train, 1),
+        ("n_test", n_test, 1),
+    ]:
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not isinstance(keys, int) or keys < pairs:
+        raise ValueError(f"keys must be an integer >= pairs ({pairs}), got {keys!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    k = np.argsort(rng.random((n, keys)), axis=1)[:, :pairs]  # distinct keys per sequence
+    v = keys + rng.integers(0, values, (n, pairs))
+    asked = rng.integers(0, pairs, n)
+    tokens = np.concatenate([np.stack([k, v], axis=2).reshape(n, 2 * pairs), k[np.arange(n), asked, None]], axis=1)
+    x = np.eye(keys + values, dtype=np.float32)[tokens]
+    y = np.repeat(v[np.arange(n), asked][:, None], 2 * pairs + 1, axis=1).astype(np.int32)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=keys + values)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:

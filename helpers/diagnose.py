@@ -190,7 +190,7 @@ def _input_scale(history, model, model_config, config, data, x, y) -> Diagnosis 
 
 def _init_scale(history, model, model_config, config, data, x, y) -> Diagnosis | None:
     critical = critical_init_scale(model_config.activation, model_config.init)
-    recurrent = model_config.kind in ("rnn", "lstm")  # there init_scale is the recurrent spectral radius
+    recurrent = model_config.kind in ("rnn", "lstm", "transformer")  # init_scale means other things there
     if (
         model_config.depth < 3
         or model_config.batchnorm

@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from helpers.compiles import compiled_cache
-from helpers.models import layer_norms, per_layer
+from helpers.models import layer_kernels, layer_norms, per_layer
 from helpers.step import loss_value
 
 
@@ -99,7 +99,8 @@ def _values(graphdef):
         loss = lambda p: _loss_and_hidden(nnx.merge(graphdef, p, rest, copy=True), x, y)  # noqa: E731
         (_, hidden), grads = jax.value_and_grad(loss, has_aux=True)(params)
         layers = per_layer(grads)
-        return hidden, [layer["layer"]["kernel"] for layer in layers[:-1]] + [layers[-1]["kernel"]]
+        kernels = [jnp.concatenate([k.ravel() for k in layer_kernels(layer)]) for layer in layers[:-1]]
+        return hidden, [*kernels, layers[-1]["kernel"]]
 
     return jax.jit(values)
 

@@ -282,15 +282,25 @@ def layer_norms(*trees) -> jax.Array:
 
     def norms(t):
         t = nnx.to_pure_dict(t) if isinstance(t, nnx.State) else t
-        first, head = t["first"]["layer"]["kernel"], t["head"]["kernel"]
-        parts = [jnp.vdot(first, first)[None]]
+        parts = [sum(jnp.vdot(k, k) for k in layer_kernels(t["first"]))[None]]
         if "blocks" in t:
-            stacked = t["blocks"]["layer"]["kernel"]
-            parts.append(jnp.einsum("l...,l...->l", stacked, stacked))
-        parts.append(jnp.vdot(head, head)[None])
+            parts.append(sum(jnp.einsum("l...,l...->l", k, k) for k in layer_kernels(t["blocks"])))
+        parts.append(jnp.vdot(t["head"]["kernel"], t["head"]["kernel"])[None])
         return jnp.sqrt(jnp.concatenate(parts))
 
     return jnp.stack([norms(t) for t in trees])
+
+
+def layer_kernels(layer: dict) -> list:
+    """Every weight kernel in one layer's part of a parameter tree (a plain dict): one for an MLP, CNN or recurrent
+    layer; the attention and MLP kernels of a transformer block. What a layer's norm is taken over."""
+    return [v for path, v in sorted(_flatten(layer), key=lambda item: item[0]) if path[-1] == "kernel"]
+
+
+def _flatten(tree, prefix: tuple = ()) -> list[tuple[tuple, object]]:
+    if isinstance(tree, dict):
+        return [item for key, sub in tree.items() for item in _flatten(sub, (*prefix, str(key)))]
+    return [(prefix, tree)]
 
 
 def per_layer(tree) -> list[dict]:
@@ -484,12 +494,126 @@ class LSTM(RNN):
     gates = 4
 
 
+def _sinusoids(length: int, width: int) -> np.ndarray:
+    """The fixed position vectors of Vaswani et al. (2017): sin and cos of position / 10000^(2i / width)."""
+    position = np.arange(length)[:, None]
+    rate = 1.0 / 10000 ** (np.arange(0, width, 2) / width)
+    table = np.zeros((length, width), np.float32)
+    table[:, 0::2], table[:, 1::2] = np.sin(position * rate), np.cos(position * rate[: width // 2])
+    return table
+
+
+class _Embed(nnx.Module):
+    """Tokens given one-hot, (batch, L, vocab), to vectors (batch, L, width): x W_e plus fixed sinusoidal positions.
+    (A one-hot row times W_e is an embedding lookup; the engine's inputs stay float arrays.)"""
+
+    def __init__(self, vocab: int, width: int, k_init, rngs):
+        self.kernel = nnx.Param(k_init(rngs.params(), (vocab, width)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...] + _sinusoids(x.shape[1], self.kernel.shape[1])
+
+
+class _TransformerLayer(nnx.Module):
+    """One transformer block: multi-head self-attention and an MLP (width -> 4 width -> width, GELU), each with a
+    residual connection and a LayerNorm, placed as `norm` says:
+
+    - "post" (Vaswani et al. 2017): x = LN(x + attention(x)); x = LN(x + mlp(x));
+    - "pre" (Xiong et al. 2020): x = x + attention(LN(x)); x = x + mlp(LN(x)).
+
+    Attention is the textbook softmax(q k^T / sqrt(d)) v per head (tested against `jax.nn.dot_product_attention`);
+    with `qk_norm`, q and k are LayerNorm-ed per head first (Dehghani et al. 2023), which bounds the logits.
+    """
+
+    def __init__(self, width: int, heads: int, norm: str, qk_norm: bool, k_init, rngs):
+        d = width // heads
+        self.qkv = nnx.Linear(width, 3 * width, use_bias=False, kernel_init=k_init, rngs=rngs)
+        self.out = nnx.Linear(width, width, use_bias=False, kernel_init=k_init, rngs=rngs)
+        self.up = nnx.Linear(width, 4 * width, kernel_init=k_init, rngs=rngs)
+        self.down = nnx.Linear(4 * width, width, kernel_init=k_init, rngs=rngs)
+        self.norm1, self.norm2 = nnx.LayerNorm(width, rngs=rngs), nnx.LayerNorm(width, rngs=rngs)
+        self.q_norm = nnx.LayerNorm(d, rngs=rngs) if qk_norm else None
+        self.k_norm = nnx.LayerNorm(d, rngs=rngs) if qk_norm else None
+        self.heads, self.norm = heads, norm
+
+    def logits(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The attention logits q k^T / sqrt(d), (batch, heads, L, L), and the values v, (batch, L, heads, d)."""
+        batch, length, width = x.shape
+        q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.heads, width // self.heads), 3, axis=2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(x.dtype), v
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        logits, v = self.logits(x)
+        mixed = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+        return self.out(mixed.reshape(x.shape))
+
+    def mlp(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.gelu(self.up(x)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.norm == "pre":
+            x = x + self.attend(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attend(x))
+        return self.norm2(x + self.mlp(x))
+
+
+class Transformer(_Net):
+    """A small transformer encoder on token sequences (one-hot, (batch, L, vocab)): an embedding with fixed
+    sinusoidal positions, `depth` transformer blocks (`_TransformerLayer`: `heads`, `norm` "pre" | "post",
+    `qk_norm`), and a linear head at every position (one label per position).
+
+    Every kernel is drawn as `init` and `init_scale` prescribe. The blocks are always residual; no BatchNorm.
+    """
+
+    block_prefix = "block"
+
+    def __init__(self, in_shape: Sequence[int], depth: int, width: int, num_classes: int, **switches):
+        """`in_shape` (L, vocab); `heads`, `norm`, `qk_norm` as in ModelConfig; the other switches as for MLP."""
+        in_shape = tuple(int(n) for n in in_shape)
+        heads, norm, qk_norm = switches.pop("heads", 4), switches.pop("norm", "pre"), switches.pop("qk_norm", False)
+        if len(in_shape) != 2:
+            raise ValueError(f"in_shape must be (length, vocab), got {in_shape!r}")
+        if switches.get("batchnorm"):
+            raise ValueError("batchnorm: not for transformers (they use LayerNorm; use batchnorm=False)")
+        if _positive_int("heads", heads) and width % heads:
+            raise ValueError(f"heads must divide width, got heads={heads}, width={width}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        self.in_shape = in_shape
+        self._block = dict(heads=heads, norm=norm, qk_norm=qk_norm, first=True)  # for `_layer`, during __init__
+        super().__init__(in_shape[1], depth + 1, width, num_classes, **(switches | dict(residual=False)))
+        del self._block  # plain values left on the module would enter its graph
+
+    @staticmethod
+    def input_of(sequence_shape: Sequence[int]) -> tuple[int, ...]:
+        """The first argument for token sequences of shape `sequence_shape` (L, vocab): that shape."""
+        return tuple(sequence_shape)
+
+    def _layer(self, n_in, width, k_init, bias, rngs):
+        if self._block.pop("first", False):  # the first block is the embedding
+            return _Embed(n_in, width, k_init, rngs)
+        return _TransformerLayer(width, rngs=rngs, k_init=k_init, **self._block)
+
+    def layer_names(self) -> list[str]:
+        """Names of the weight layers, input -> output: the embedding, the blocks, the head."""
+        return ["embed", *[f"block{i}" for i in range(1, self.depth)], "head"]
+
+    def check_input(self, x_shape: Sequence[int]) -> None:
+        """Raise ValueError unless a batch of shape `x_shape` is (batch, L, vocab) = (batch, *in_shape)."""
+        if tuple(x_shape[1:]) != self.in_shape:
+            raise ValueError(f"data: sequences of shape {tuple(x_shape[1:])}, the network expects {self.in_shape}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Config):
     """The model switches a slider may turn; `build` makes the network. Prints and parses back exactly, every field."""
 
-    kind: str = setting("mlp", "choice", choices=("mlp", "cnn", "rnn", "lstm"), printed=True)
-    """"mlp" | "cnn" (images); "rnn" | "lstm" (sequences: init_scale is the recurrent matrix's spectral radius)."""
+    kind: str = setting("mlp", "choice", choices=("mlp", "cnn", "rnn", "lstm", "transformer"), printed=True)
+    """"mlp" | "cnn" (images); "rnn" | "lstm" (sequences: init_scale is the recurrent matrix's spectral radius);
+    "transformer" (token sequences, one-hot: depth transformer blocks after an embedding)."""
     depth: int = setting(8, "int", low=1, printed=True, control=("int", 1, 32, 1))
     width: int = setting(64, "int", low=1, printed=True, control=("options", (8, 16, 32, 64, 128, 256)))
     activation: str = setting("relu", "choice", choices=tuple(ACTIVATIONS), printed=True, control=("dropdown",))
@@ -503,6 +627,13 @@ class ModelConfig(Config):
     Without `residual` there are no residual blocks and it changes nothing."""
     seed: int = setting(0, "int", low=0, printed=True, control=("int", 0, 20, 1))
     """The initial weights: nnx.Rngs(seed)."""
+    heads: int = setting(4, "int", low=1)
+    """Transformer only: attention heads (they must divide width)."""
+    norm: str = setting("pre", "choice", choices=("pre", "post"), control=("dropdown",))
+    """Transformer only: where each block's LayerNorm sits, "pre" (Xiong et al. 2020) or "post" (Vaswani et al.
+    2017). Unrelated to batchnorm."""
+    qk_norm: bool = setting(False, "bool", control=("checkbox",))
+    """Transformer only: LayerNorm on queries and keys before their dot product (Dehghani et al. 2023)."""
 
     def build(self, image_shape: Sequence[int], num_classes: int = 10) -> MLP | CNN | RNN:
         """The network for inputs of shape `image_shape`, e.g. `data.image_shape`: (H, W, C) for images, (T, features)
@@ -532,7 +663,7 @@ class ModelConfig(Config):
         ]
 
     def _make(self, image_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs) -> MLP | CNN:
-        net = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "lstm": LSTM}[self.kind]
+        net = {"mlp": MLP, "cnn": CNN, "rnn": RNN, "lstm": LSTM, "transformer": Transformer}[self.kind]
         switches = dict(
             activation=self.activation,
             init_scale=self.init_scale,
@@ -542,6 +673,8 @@ class ModelConfig(Config):
             zero_init_residual=self.zero_init_residual,
             rngs=rngs,
         )
+        if self.kind == "transformer":
+            switches |= dict(heads=self.heads, norm=self.norm, qk_norm=self.qk_norm)
         return net(net.input_of(image_shape), self.depth, self.width, num_classes, **switches)
 
 
