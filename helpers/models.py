@@ -563,7 +563,7 @@ class _TransformerLayer(nnx.Module):
 class Transformer(_Net):
     """A small transformer encoder on token sequences (one-hot, (batch, L, vocab)): an embedding with fixed
     sinusoidal positions, `depth` transformer blocks (`_TransformerLayer`: `heads`, `norm` "pre" | "post",
-    `qk_norm`), and a linear head at every position (one label per position).
+    `qk_norm`), with pre-LN a last LayerNorm, and a linear head at every position (one label per position).
 
     Every kernel is drawn as `init` and `init_scale` prescribe. The blocks are always residual; no BatchNorm.
     """
@@ -586,6 +586,9 @@ class Transformer(_Net):
         self._block = dict(heads=heads, norm=norm, qk_norm=qk_norm, first=True)  # for `_layer`, during __init__
         super().__init__(in_shape[1], depth + 1, width, num_classes, **(switches | dict(residual=False)))
         del self._block  # plain values left on the module would enter its graph
+        # pre-LN's residual stream is never normalized inside the blocks: a last LayerNorm before the head, as in
+        # Xiong et al. (2020) and GPT-2; post-LN's blocks already end with one
+        self.final_norm = nnx.LayerNorm(width, rngs=switches["rngs"]) if norm == "pre" else None
 
     @staticmethod
     def input_of(sequence_shape: Sequence[int]) -> tuple[int, ...]:
@@ -596,6 +599,9 @@ class Transformer(_Net):
         if self._block.pop("first", False):  # the first block is the embedding
             return _Embed(n_in, width, k_init, rngs)
         return _TransformerLayer(width, rngs=rngs, k_init=k_init, **self._block)
+
+    def _pool(self, h):
+        return h if self.final_norm is None else self.final_norm(h)
 
     def layer_names(self) -> list[str]:
         """Names of the weight layers, input -> output: the embedding, the blocks, the head."""
