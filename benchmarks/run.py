@@ -442,6 +442,32 @@ def diagnosis(data, res: dict) -> None:
     res["diagnose_s_max_first_call"] = max(t[0] for t in times.values())
 
 
+def sequences(rounds: int, res: dict) -> dict:
+    """10: train() per step for the sequence models of notebooks 09 and 10: the tanh RNN and the LSTM on the adding
+    problem (T = 20, width 32, batch 64; the recurrence is a lax.scan over time) and a 4-block transformer of width
+    32 on associative recall (9 tokens)."""
+    from helpers.data import adding_problem, recall_task
+
+    log("\n[10] sequence models: train() per step")
+    adding, recall = adding_problem(20), recall_task()
+    variants = {}
+    transformer = ModelConfig(kind="transformer", depth=4, width=32, init="xavier")
+    for name, model_config, data, optimizer in [
+        ("RNN, adding T = 20", ModelConfig(kind="rnn", depth=1, width=32, activation="tanh"), adding, "momentum"),
+        ("LSTM, adding T = 20", ModelConfig(kind="lstm", depth=1, width=32), adding, "momentum"),
+        ("transformer 4 x 32, recall", transformer, recall, "adam"),
+    ]:
+        cfg = T.TrainConfig(optimizer=optimizer, lr=1e-3, clip_norm=1.0, steps=200)
+        model = model_config.build(data.image_shape, data.num_classes)
+        T.train(model, data, cfg)  # compile
+        variants[name] = train_timer(model, data, cfg)
+    t = alternate(variants, rounds)
+    for name, key in [("RNN", "rnn"), ("LSTM", "lstm"), ("transformer", "transformer")]:
+        full = next(n for n in variants if n.startswith(name))
+        res[f"{key}_us_per_step"] = med(t[full]) * 1e6
+    return t
+
+
 #: Notebook 07's deep network: 16 conv blocks of 16 channels, BatchNorm, residual blocks that start as the identity.
 DEEP_CNN = ModelConfig(kind="cnn", depth=16, width=16, batchnorm=True, residual=True, zero_init_residual=True)
 DEEP_TRAIN = T.TrainConfig(optimizer="momentum", lr=0.1, clip_norm=1.0, weight_decay=5e-4, chunk_steps=25)
@@ -553,12 +579,14 @@ def table(sections: dict[str, dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and steps: a smoke run, not a measurement")
-    sections_help = "sections: small large chunking compile seeds torch deep precision diagnose"
+    sections_help = "sections: small large chunking compile seeds torch deep precision diagnose sequences"
     p.add_argument("--only", nargs="*", default=None, help=sections_help)
     p.add_argument("--out", default=None, help="results file (default: benchmarks/results.json for a full run)")
     args = p.parse_args()
     rounds = 3 if args.quick else 15
-    sections = args.only or ["small", "large", "chunking", "compile", "seeds", "torch", "deep", "precision", "diagnose"]
+    sections = args.only or [
+        *("small", "large", "chunking", "compile", "seeds", "torch", "deep", "precision", "diagnose", "sequences")
+    ]
     data = load_data()
     res: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -598,6 +626,8 @@ def main() -> None:
         tables["precision (section 8)"] = precision(data, 3 if args.quick else 7, res)
     if "diagnose" in sections:
         diagnosis(data, res)
+    if "sequences" in sections:
+        tables["sequences (section 10)"] = sequences(3 if args.quick else 7, res)
     if "deep" in sections:
         res["deep_cnn"] = deep(data, (100, 200) if args.quick else (100, 150, 200, 300, 400))
         res["deep_cnn_s_to_97"] = res["deep_cnn"].get("s_to_97", math.inf)
