@@ -104,10 +104,11 @@ class Dataset:
 
 
 def adding_problem(length: int, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> Dataset:
-    """The adding problem (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013): a sequence of `length` steps, each
-    (a number uniform in [0, 1], a marker); exactly two markers are 1, one in the first half and one in the second;
-    the target is the sum of the two marked numbers. Predicting 1 whatever the input scores a mean squared error of
-    1/6 (the variance of the sum of two uniforms); beating it needs information carried across the gap."""
+    """The adding problem (Hochreiter & Schmidhuber 1997), in the form of Le, Jaitly & Hinton (2015): a sequence of
+    `length` steps, each (a number uniform in [0, 1], a marker); exactly two markers are 1, one in the first half
+    and one in the second; the target is the sum of the two marked numbers. Predicting 1 whatever the input scores
+    a mean squared error of 1/6 (the variance of the sum of two uniforms); remembering only the second marked
+    number, then adding 1/2, scores 1/12; below 1/12, the first marked number has been carried across the gap."""
     if not isinstance(length, int) or length < 2:
         raise ValueError(f"length must be an integer >= 2, got {length!r}")
     for name, value in [("n_train", n_train), ("n_test", n_test)]:

@@ -608,7 +608,7 @@ class Transformer(_Net):
         return ["embed", *[f"block{i}" for i in range(1, self.depth)], "head"]
 
     def check_input(self, x_shape: Sequence[int]) -> None:
-        """Raise ValueError unless a batch of shape `x_shape` is (batch, L, vocab) = (batch, *in_shape)."""
+        """Raise ValueError unless a batch of shape `x_shape` is (batch, L, vocab), with (L, vocab) = `in_shape`."""
         if tuple(x_shape[1:]) != self.in_shape:
             raise ValueError(f"data: sequences of shape {tuple(x_shape[1:])}, the network expects {self.in_shape}")
 

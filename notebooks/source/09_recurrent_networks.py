@@ -16,10 +16,10 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/taming-gradients/taming-gradients/blob/main/notebooks/09_recurrent_networks.ipynb)
 #
 # A recurrent network applies the same weights at every time step, so its gradient through time is a product of
-# the same Jacobian, again and again: depth in time instead of depth in layers. Global-norm gradient clipping
-# was introduced for exactly this case (Pascanu, Mikolov & Bengio 2013). After this notebook you can predict how
-# the gradient reaching an early time step scales with the recurrent matrix's spectral radius, see the "cliff"
-# that makes a recurrent network's loss surface treacherous and why a clipped step survives it, measure what
+# the same Jacobian, again and again: depth in time instead of depth in layers. Gradient clipping by the global
+# norm was introduced for exactly this case (Pascanu, Mikolov & Bengio 2013; Mikolov 2012 had clipped each entry). After this notebook you can predict how
+# the gradient reaching an early time step scales with the recurrent matrix's spectral radius, see a sharply
+# curved stretch of a recurrent network's loss surface and what a clipped step does there, measure what
 # clipping does on the adding problem, and say what an LSTM's gates change in the gradient's path.
 
 # %%
@@ -46,33 +46,39 @@ from helpers.widgets import panel
 T = 20  # time steps per sequence
 data = adding_problem(T, n_train=2000, n_test=500)
 RNN = ModelConfig(kind="rnn", depth=1, width=32, activation="tanh")  # init_scale: the spectral radius of W_h
-GUESS = float(np.mean((data.y_test - 1) ** 2))  # always answering 1: the mean squared error of ignoring the input
+GUESS, SECOND_ONLY = 1 / 6, 1 / 12  # the error of ignoring the input; of remembering only the second number
+SEEDS10 = tuple(range(10))  # section 3's comparison: its failures are rare enough to need ten seeds
 print("network:", RNN)
 print(f"adding problem: {data.x_train.shape[0]} training sequences of {T} steps x {data.x_train.shape[2]} inputs")
-print(f"test error of always answering 1: {GUESS:.3f} (theory 1/6 = {1 / 6:.3f})")
+print(
+    f"test error of always answering 1 on these 500 sequences: {np.mean((data.y_test - 1) ** 2):.3f} (1/6 = {GUESS:.3f})"
+)
 
 # %% [markdown]
-# **The adding problem** (Hochreiter & Schmidhuber 1997). Each time step carries two inputs: a number drawn
-# uniformly from $[0, 1]$, and a marker that is 1 at exactly two steps (one in each half) and 0 elsewhere. The
-# target is the sum of the two marked numbers. A network that ignores the input can do no better than answering
-# 1, with a mean squared error of $\mathrm{Var}(u_1 + u_2) = 2 \cdot \tfrac{1}{12} = \tfrac{1}{6}$; to beat it, the
-# first marked number must be carried across up to 19 steps.
+# **The adding problem** (Hochreiter & Schmidhuber 1997, in the form of Le, Jaitly & Hinton 2015). Each time step
+# carries two inputs: a number drawn uniformly from $[0, 1]$, and a marker that is 1 at exactly two steps (one in
+# each half) and 0 elsewhere. The target is the sum of the two marked numbers. Two baselines: ignoring the input and
+# answering 1 scores a mean squared error of $\mathrm{Var}(u_1 + u_2) = 2 \cdot \tfrac{1}{12} = \tfrac{1}{6}$
+# (0.160 on these 500 test sequences, sampling noise); remembering only the *second* number, at most 9 steps back,
+# and adding $\tfrac12$ scores $\mathrm{Var}(u_1) = \tfrac{1}{12}$. Below $\tfrac{1}{12}$, the first marked number
+# has been carried across the gap, up to 19 steps.
 #
 # ## Predict first
 #
-# 1. A vanilla RNN $h_t = \tanh(x_t W_x + h_{t-1} W_h + b)$ whose $W_h$ has spectral radius $\rho = 0.8$. The loss
-#    depends on $h_{20}$. Roughly how much smaller is $\|\partial L / \partial h_1\|$ than $\|\partial L / \partial
-#    h_{20}\|$? And with $\rho = 1.2$, how much larger?
-# 2. On the adding problem, does global-norm clipping make the training *faster*, *more reliable*, or neither?
+# 1. A vanilla RNN $h_t = \tanh(x_t W_x + h_{t-1} W_h + b)$ whose $W_h$ has spectral radius (largest
+#    $|\text{eigenvalue}|$) $\rho = 0.8$. The loss depends on $h_{20}$. Roughly how does $\|\partial L / \partial
+#    h_1\|$ compare with $\|\partial L / \partial h_{20}\|$? And with $\rho = 1.2$?
+# 2. On the adding problem, does global-norm clipping make the training better on every run, on some runs, or on
+#    none?
 
 # %% [markdown]
 # ## 1. The gradient through time is a product of Jacobians
 #
-# Backpropagation through time sends the gradient from $h_T$ back to $h_t$ through $T - t$ copies of the same
-# Jacobian: $\frac{\partial L}{\partial h_t} = \frac{\partial L}{\partial h_T} \prod_{s=t+1}^{T} \frac{\partial
-# h_s}{\partial h_{s-1}}$ with $\frac{\partial h_s}{\partial h_{s-1}} = W_h^\top\,\mathrm{diag}(\tanh'(z_s))$
-# (notebook 01's product of Jacobians, with the same matrix in every factor). Without the activation the
-# product is $(W_h^\top)^{T-t}$. `ModelConfig(kind="rnn", init_scale=rho)` draws $W_h = \rho\,Q$ with $Q$ a random
+# Backpropagation through time sends the gradient from $h_T$ back to $h_t$ through $T - t$ Jacobians built on the
+# same matrix: $\frac{\partial L}{\partial h_t} = \frac{\partial L}{\partial h_T}\, J_T J_{T-1} \cdots J_{t+1}$
+# with $J_s = \frac{\partial h_s}{\partial h_{s-1}} = \mathrm{diag}(\tanh'(z_s))\, W_h^\top$ (notebook 01's
+# product of Jacobians, with the same $W_h$ in every factor). Without the activation the product is
+# $(W_h^\top)^{T-t}$. `ModelConfig(kind="rnn", init_scale=rho)` draws $W_h = \rho\,Q$ with $Q$ a random
 # orthogonal matrix, so every eigenvalue has modulus $\rho$ and $\|v (W_h^\top)^k\| = \rho^k \|v\|$ for every
 # vector: the gradient reaching lag $k = T - t$ is exactly $\rho^k$ times the last one.
 #
@@ -111,11 +117,14 @@ plt.show()
 
 # %% [markdown]
 # Without the activation, measurement and $\rho^k$ agree to the last digits: $0.8^{19} \approx 0.014$, $1.2^{19}
-# \approx 32$. With tanh every factor also carries $\tanh'(z) \le 1$, so the measured ratios lie at or below
-# $\rho^k$, and far below it here: the inputs push the units away from 0, where $\tanh' < 1$. Even at $\rho = 1.2$
+# \approx 32$ (exactly $\rho^k$ because $W_h = \rho Q$; for another $W_h$ with the same spectral radius, $\rho^k$
+# is only the long-run rate, and Pascanu et al.'s bound uses the largest singular value). With tanh every factor
+# also carries $\tanh'(z) \le 1$, so the measured ratios lie at or below $\rho^k$, and far below it here: the
+# inputs, through $W_x$ drawn at He's scale, push the units away from 0, where $\tanh' < 1$. Even at $\rho = 1.2$
 # the tanh network's gradient *shrinks* over the 19 steps. That is Pascanu et al.'s point: $\rho > 1$ is necessary
-# for an explosion, not sufficient. Vanishing is the usual state of a tanh RNN at initialisation; explosions come
-# later, when training has grown $W_h$ in the directions the task needs.
+# for an explosion, not sufficient. So the answer to question 1: about $0.8^{19} \approx 1.4\,\%$ without the
+# activation, far less with tanh; and at $\rho = 1.2$, $32$ times *larger* without it, but still smaller with
+# tanh. Here a tanh RNN starts out vanishing; section 3 measures how training then grows $W_h$.
 
 # %% jupyter={"source_hidden": true}
 # Checks: the linear network follows rho^k exactly; tanh stays at or below it, and shrinks even at rho = 1.2.
@@ -126,7 +135,7 @@ assert ratio["tanh", 1.2][0] < 0.2, f"tanh at rho 1.2 should shrink over 19 step
 assert ratio["tanh", 0.8][0] < 0.1 * 0.8**19, f"tanh at 0.8: far below rho^19: {ratio['tanh', 0.8][0]:.3g}"
 
 # %% [markdown]
-# ## 2. The cliff
+# ## 2. A cliff
 #
 # Now train: plain SGD with `lr` 0.1, no clipping, 600 steps, five seeds.
 
@@ -137,10 +146,12 @@ print(unclipped.summary())
 print("diverged at steps:", {s: h.diverged_at for s, h in zip(SEEDS, unclipped.histories, strict=True)})
 
 # %% [markdown]
-# Some seeds diverge outright (asserted below). Look at where a run that survives goes wrong: the single step that raised the
-# training loss the most (over the runs that did not diverge). From the parameters before that step, on that
-# step's batch, the loss along the direction of the gradient $g$, as a function of how far we step, $a$: SGD
-# steps $a = \text{lr}\,\|g\|$; clipped at norm $c$, it steps $a = \text{lr}\,\min(\|g\|, c)$.
+# Some seeds diverge outright (asserted below). Look at where a run that survives goes wrong. Among the runs that
+# did not diverge, take the three steps after which the batch loss rose the most (a ratio of two batches' losses,
+# so a rough pointer), replay each run to just before that step, and keep the step whose update raised the loss
+# on 1000 training sequences the most. From there, on that step's batch (`batch_indices` gives a run's batches),
+# the loss along the direction of the gradient $g$ as a function of the step length $a$: SGD steps $a =
+# \text{lr}\,\|g\|$; clipped at norm $c$, it steps $a = \text{lr}\,\min(\|g\|, c)$.
 
 # %%
 X, Y = jnp.asarray(data.x_train[:1000]), jnp.asarray(data.y_train[:1000])  # the training loss, on 1000 sequences
@@ -161,7 +172,7 @@ def after(params, g, a, loss_at):
     return float(loss_at(optax.tree.add_scale(params, -a / optax.tree.norm(g), g), X, Y))
 
 
-# the three largest one-step rises of the batch loss, over the seeds that did not diverge; keep the worst step
+# %%
 jumps = [
     (i, t, r)
     for i, h in enumerate(unclipped.histories)
@@ -180,10 +191,16 @@ a_sgd, a_clip = SGD.lr * g_norm, SGD.lr * min(g_norm, 1.0)
 steps_a = np.linspace(0, 3 * a_sgd, 61)
 along = np.array([after(params, g, a, loss_at) for a in steps_a])
 loss_sgd, loss_clip = after(params, g, a_sgd, loss_at), after(params, g, a_clip, loss_at)
+x_t, y_t = jnp.asarray(data.x_train[:64]), jnp.asarray(data.y_train[:64])  # the gradient where each step lands
+g_at = {
+    a: float(optax.tree.norm(jax.grad(loss_at)(optax.tree.add_scale(params, -a / g_norm, g), x_t, y_t)))
+    for a in (0.0, a_clip, a_sgd)
+}
 
 # %% tags=["nbval-ignore-output"]
 print(f"seed {SEEDS[seed_i]}, step {t}: ||g|| = {g_norm:.2f}; training loss before the step {along[0]:.3f}")
 print(f"after the SGD step (a = {a_sgd:.3f}): {loss_sgd:.3f}; clipped at c = 1 (a = {a_clip:.3f}): {loss_clip:.3f}")
+print("||g|| on 64 sequences: " + ", ".join(f"at a = {a:.2f}: {n:.2f}" for a, n in g_at.items()))
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.6), dpi=90, layout="constrained")
@@ -194,91 +211,118 @@ ax.set(xlabel="step length a along -g", ylabel="training loss (mean squared erro
 plt.show()
 
 # %% [markdown]
-# The loss falls a little for a short step and then climbs steeply: a *cliff* (Pascanu et al.'s figure 6), a
-# narrow region where a small move in the parameters changes the recurrent dynamics (a unit crosses into or out
-# of saturation for many time steps at once). Near the wall the gradient is large, so the SGD step is long and
-# carries the parameters far up the other side; the clipped step has the length it would have on a gentle slope
-# and lands lower. Clipping does not know where the cliff is: it only refuses to take a step longer than
-# $\text{lr} \cdot c$, which is exactly what a region of steep, sudden curvature punishes.
+# The loss falls for a very short step and then climbs steeply: a narrow, sharply curved valley with a wall on
+# its far side, where a small move in the parameters changes the recurrent dynamics (units cross into or out of
+# saturation for many time steps at once). The step's own gradient was not extreme, but the SGD step, longer than
+# the clipped one, carried the parameters far up the wall; the clipped step also overshoots the valley's floor, and
+# lands much lower. Up on the wall the gradient is larger (printed above): from there the next SGD
+# step would be longer still, and that is how a run gets thrown off (Pascanu et al.'s figure 6 draws the wall as
+# a cliff). Clipping does not know where the wall is; with plain SGD it refuses any step longer than
+# $\text{lr}\cdot c$, which is what a region of steep, sudden curvature punishes.
 
 # %% jupyter={"source_hidden": true}
 # Checks: some seeds diverged; the unclipped step went up the wall; the clipped one landed lower.
 assert len(unclipped.diverged) >= 1, f"at lr 0.1 without clipping some seed should diverge: {unclipped.summary()}"
 assert g_norm > 1, f"the gradient should be above the threshold c = 1 there: {g_norm:.3g}"
-assert loss_sgd > 2 * along[0], f"the SGD step should at least double the loss: {along[0]:.3g} -> {loss_sgd:.3g}"
-assert loss_clip < loss_sgd, f"the clipped step should land lower: {loss_clip:.3g} vs {loss_sgd:.3g}"
+assert loss_sgd > 5 * along[0], f"the SGD step should raise the loss over 5x: {along[0]:.3g} -> {loss_sgd:.3g}"
+assert loss_clip < 0.5 * loss_sgd, f"the clipped step should land much lower: {loss_clip:.3g} vs {loss_sgd:.3g}"
+assert g_at[a_sgd] > 2 * g_at[0.0], f"on the wall the gradient should be larger: {g_at}"
 
 # %% [markdown]
 # ## 3. Clipping on the adding problem
 #
-# Momentum SGD (0.9) with `lr` 0.05 for 600 steps, five seeds, with and without clipping the gradient at global
-# norm 1 (`TrainConfig(clip_norm=1.0)`, which is `optax.clip_by_global_norm`):
+# Plain SGD is slow on this task (and section 2's `lr` diverges on some seeds), so here the optimizer is momentum
+# SGD (0.9) with `lr` 0.05, for 600 steps, with and without clipping the gradient at global norm 1
+# (`TrainConfig(clip_norm=1.0)`, which is `optax.clip_by_global_norm`), on ten seeds: an unclipped run's failure
+# is not rare, but not so common that five seeds always show one. The LSTM of section 4 runs beside them.
 
 # %%
 MOMENTUM = TrainConfig(optimizer="momentum", lr=0.05, steps=600)
 runs = {
-    "no clipping": train_seeds(RNN, data, MOMENTUM),
-    "clipped at 1": train_seeds(RNN, data, MOMENTUM.replace(clip_norm=1.0)),
-    "LSTM, clipped at 1": train_seeds(RNN.replace(kind="lstm"), data, MOMENTUM.replace(clip_norm=1.0)),
+    "no clipping": train_seeds(RNN, data, MOMENTUM, seeds=SEEDS10),
+    "clipped at 1": train_seeds(RNN, data, MOMENTUM.replace(clip_norm=1.0), seeds=SEEDS10),
+    "LSTM, clipped at 1": train_seeds(RNN.replace(kind="lstm"), data, MOMENTUM.replace(clip_norm=1.0), seeds=SEEDS10),
 }
 mse = {name: r.evaluate(data.x_test, data.y_test) for name, r in runs.items()}
-ax = plot_seed_rows(mse, xlabel="test mean squared error", title=f"adding problem, T = {T}, 5 seeds")
-reference_lines(ax, x={"always answering 1": GUESS}, color=COLORS["diverged"])
+
+
+def spectral_radius(net):
+    """The largest |eigenvalue| of a one-layer RNN's recurrent matrix W_h (the kernel's rows below W_x's)."""
+    kernel = np.asarray(net.first.layer.kernel[...])
+    return float(np.abs(np.linalg.eigvals(kernel[-net.first.layer.width :])).max())
+
+
+rho_trained = {
+    name: np.array([spectral_radius(m) for m in runs[name].models]) for name in ("no clipping", "clipped at 1")
+}
+ax = plot_seed_rows(mse, xlabel="test mean squared error", title=f"adding problem, T = {T}, 10 seeds")
+reference_lines(ax, x={"1/6: answering 1": GUESS}, color=COLORS["diverged"])
+reference_lines(ax, x={"1/12: only the second number": SECOND_ONLY}, color=COLORS["theory"], ls="--")
 ax.figure
 
 # %% tags=["nbval-ignore-output"]
 for name, m in mse.items():
-    print(f"{name:20s} test MSE {mean_range(m, '{:.3f}')}; seeds above 'always 1': {int(np.sum(m > GUESS))}")
+    print(f"{name:20s} test MSE {mean_range(m, '{:.3f}')}; seeds above 1/12: {int(np.sum(m > SECOND_ONLY))} of 10")
+for name, rho in rho_trained.items():
+    print(f"{name:20s} spectral radius of the trained W_h: {mean_range(rho, '{:.2f}')}")
 
 # %% [markdown]
-# Clipped, every seed learns: its error is a small fraction of the 1/6 of ignoring the input. Unclipped, most
-# seeds learn too, but some fail, ending near or above the error of ignoring the input: a step off a cliff threw
-# them into a region they did not leave in 600 steps. So the answer to question 2: clipping made training
-# *reliable*.
+# Clipped, every seed carries the first number across the gap: every error is below $\tfrac1{12}$. Unclipped, some
+# seeds do as well, and some fail, ending near or above the $\tfrac16$ of ignoring the input: they never left the
+# plateau of the start, as large gradients kept knocking them back. Training grew $W_h$ beyond the initial
+# $\rho = 1$ in every run, and furthest in the unclipped ones. So the answer to question 2: clipping made every
+# run learn; without it, some runs failed.
 
 # %% jupyter={"source_hidden": true}
-# Checks, on every seed: clipped runs learn; some unclipped seed fails.
-assert mse["clipped at 1"].max() < 0.3 * GUESS, f"every clipped seed should learn: {mse['clipped at 1']}"
-assert mse["no clipping"].max() > 0.6 * GUESS, f"some unclipped seed should fail: {mse['no clipping']}"
-assert np.median(mse["no clipping"]) < 0.5 * GUESS, f"most unclipped seeds learn: {mse['no clipping']}"
+# Checks, on every one of the ten seeds: clipped runs learn; some unclipped seed fails and some learns.
+assert np.all(mse["clipped at 1"] < SECOND_ONLY), f"every clipped seed should beat 1/12: {mse['clipped at 1']}"
+assert np.any(mse["no clipping"] > 0.6 * GUESS), f"some unclipped seed should fail: {mse['no clipping']}"
+assert np.any(mse["no clipping"] < SECOND_ONLY), f"some unclipped seed should learn: {mse['no clipping']}"
+assert all(r.min() > 1.1 for r in rho_trained.values()), f"training grows W_h beyond 1: {rho_trained}"
+assert rho_trained["no clipping"].max() > rho_trained["clipped at 1"].max(), f"furthest unclipped: {rho_trained}"
 
 # %% [markdown]
 # ## 4. What an LSTM's gates change
 #
-# The LSTM (Hochreiter & Schmidhuber 1997) adds a memory cell $c_t = f_t \odot c_{t-1} + i_t \odot g_t$ beside the
-# hidden state. Along the cell the Jacobian $\partial c_t / \partial c_{t-1}$ is the forget gate $\mathrm{diag}(f_t)$,
-# with no matrix product and no $\tanh'$: gradient can travel back as far as the forget gates stay near 1, and the
-# network *learns* them. Section 3 put the LSTM in the last row: with the same optimizer, every seed's error is
-# below every RNN seed's. The gradient reaching the first step, at initialisation and after training:
+# The LSTM (Hochreiter & Schmidhuber 1997; its forget gate is Gers et al. 2000) adds a memory cell $c_t = f_t
+# \odot c_{t-1} + i_t \odot g_t$ beside the hidden state. Along the cell's direct path the Jacobian $\partial c_t /
+# \partial c_{t-1}$ is the forget gate $\mathrm{diag}(f_t)$: no matrix product and no $\tanh'$, so gradient travels
+# back as far as the forget gates stay near 1, and the network *learns* them. At initialisation they are not
+# (the forget bias starts at 1, so $f \approx \sigma(1) \approx 0.73$, and $0.73^{19} \approx 0.003$). Section 3
+# put the LSTM in the last row: with the same optimizer, its median error is several times below the clipped
+# RNN's (at equal width it has four times the recurrent weights). How much gradient reaches the first step,
+# $\|\partial L/\partial h_1\| / \|\partial L/\partial h_{20}\|$ (the hidden state, not the cell), at
+# initialisation and after section 3's training, on five seeds:
 
 # %%
-reach = {}  # ||dL/dh_1|| / ||dL/dh_T||: at initialisation (one network), trained (section 3's clipped runs)
+reach = {}  # kind -> (at initialisation, trained): ||dL/dh_1|| / ||dL/dh_T|| per seed
 for kind, trained in [("rnn", runs["clipped at 1"]), ("lstm", runs["LSTM, clipped at 1"])]:
-    start = time_grad_norms(RNN.replace(kind=kind).build(data.image_shape, 1), x256, y256)
-    reach[kind, "initialisation"] = start[0] / start[-1]
-    end = np.array([time_grad_norms(m, x256, y256) for m in trained.models])
-    reach[kind, "trained"] = end[:, 0] / end[:, -1]
+    fresh = RNN.replace(kind=kind).build_seeds(SEEDS, data.image_shape, 1)
+    start = np.array([time_grad_norms(m, x256, y256) for m in fresh])
+    end = np.array([time_grad_norms(m, x256, y256) for m in trained.models[: len(SEEDS)]])
+    reach[kind] = (start[:, 0] / start[:, -1], end[:, 0] / end[:, -1])
 
 # %% tags=["nbval-ignore-output"]
-for kind in ("rnn", "lstm"):
-    print(
-        f"{kind}: ||dL/dh_1|| / ||dL/dh_20|| at initialisation {reach[kind, 'initialisation']:.3g}, "
-        f"trained {mean_range(reach[kind, 'trained'], '{:.3g}')}"
-    )
+for kind, (start, end) in reach.items():
+    print(f"{kind}: at initialisation {mean_range(start, '{:.2g}')}; trained {mean_range(end, '{:.2g}')}")
 
 # %% [markdown]
-# At initialisation the LSTM already carries about ten times more gradient back to the first step than the tanh
-# RNN. Training raises the RNN's by two orders of magnitude and the LSTM's several times: a network that solves
-# the task has learned to carry the first marked number, and with it the gradient, across the gap. Nothing in the LSTM bounds an explosion, though:
-# a forget gate can open, and the hidden-state path still multiplies by $W_h$. LSTMs are trained with clipping
-# too (Sutskever et al. 2014 clip at norm 5).
+# At initialisation the LSTM carries more gradient back to the first step than the tanh RNN on every seed here,
+# several times more at the median. Training raises the RNN's by two orders of magnitude and the LSTM's several
+# times: a network that solves the task has learned to carry the first marked number, and with it the gradient,
+# across the gap. The trained RNN ends with a reach comparable to the LSTM's, yet a larger error: reach says that
+# the gradient arrives, not how precisely the network stores a number. Nothing in the LSTM bounds an explosion: the
+# cell path is damped by $f < 1$, but the hidden-state path still multiplies by $W_h$ at every step. LSTMs are
+# trained with clipping too (Sutskever et al. 2014 clip at norm 5).
 
 # %% jupyter={"source_hidden": true}
-# Checks: the LSTM's reach at initialisation, and what training does to both.
-assert reach["lstm", "initialisation"] > 5 * reach["rnn", "initialisation"], reach
-assert reach["rnn", "trained"].min() > 30 * reach["rnn", "initialisation"], reach
-assert reach["lstm", "trained"].min() > 2 * reach["lstm", "initialisation"], reach
-assert mse["LSTM, clipped at 1"].max() < mse["clipped at 1"].min(), f"the LSTM should beat every RNN seed: {mse}"
+# Checks: the LSTM's reach at initialisation, and what training does to both, seed by seed.
+(rnn_start, rnn_end), (lstm_start, lstm_end) = reach["rnn"], reach["lstm"]
+assert np.all(lstm_start > rnn_start) and np.median(lstm_start / rnn_start) > 3, reach
+assert np.all(rnn_end > 30 * rnn_start), f"the RNN's reach should grow 30x or more: {reach['rnn']}"
+assert np.all(lstm_end > 2 * lstm_start), f"the LSTM's reach should grow: {reach['lstm']}"
+assert 1 / 3 < np.median(rnn_end) / np.median(lstm_end) < 3, f"comparable reach after training: {reach}"
+assert np.median(mse["LSTM, clipped at 1"]) < np.median(mse["clipped at 1"]) / 3, f"LSTM, several times lower: {mse}"
 
 # %% [markdown]
 # ## Explore
@@ -299,7 +343,7 @@ panel(
 # %% [markdown]
 # ## Exercises
 #
-# **1.** A linear RNN with $\rho = 0.9$: after how many steps back in time (the smallest whole number $k$) is the
+# **1.** A linear RNN with $W_h = 0.9\,Q$ as in section 1: after how many steps back in time (the smallest whole number $k$) is the
 # gradient below 1 % of its size at $h_T$?
 
 # %%
@@ -308,7 +352,7 @@ ok = ex.check_lag_below_one_percent(answer)
 
 # %% [markdown]
 # **2.** Section 2's SGD step had length $\text{lr}\,\|g\|$. With `lr` = 0.1, $\|g\| = 7$ and clipping at $c = 1$,
-# how long is the clipped step, and by what factor is it shorter? Answer with the factor.
+# by what factor is the clipped step shorter than the SGD step?
 
 # %%
 answer = ...
@@ -317,14 +361,16 @@ ok = ex.check_clip_factor(answer)
 # %% [markdown]
 # ## Takeaways
 #
-# - **The gradient through time is a product of the same Jacobian,** so it scales like $\rho^k$ with the spectral
-#   radius of $W_h$: exactly for a linear RNN, at most that with tanh, whose $\tanh' < 1$ makes vanishing the
+# - **The gradient through time is a product of Jacobians built on one matrix,** so at this initialisation ($W_h
+#   = \rho Q$) it scales like $\rho^k$: exactly for a linear RNN, at most that with tanh, whose $\tanh' < 1$ makes vanishing the
 #   usual state at initialisation even at $\rho = 1.2$.
-# - **Recurrent losses have cliffs:** nearly flat, then a steep wall, where the gradient is large and an SGD step
-#   is long. A clipped step is never longer than $\text{lr}\cdot c$.
-# - **Clipping made the adding problem reliable:** every clipped seed learned, some unclipped ones failed.
-# - **An LSTM carries gradient along its cell through the forget gates,** ten times more than the RNN at
-#   initialisation here; it learns the task better, and is still trained with clipping.
+# - **Recurrent losses have sharply curved stretches** where an SGD step lands far up a wall and meets a larger
+#   gradient there. With plain SGD, a clipped step is never longer than $\text{lr}\cdot c$ (with momentum,
+#   clipping bounds each gradient that enters the velocity).
+# - **Clipping made every run learn the adding problem** (10 of 10 seeds below $\tfrac1{12}$); without it some
+#   runs failed.
+# - **An LSTM carries gradient along its cell through the forget gates,** more than the RNN at initialisation on
+#   every seed here; it learns the task better, and is still trained with clipping.
 #
 # **Claim vs measurement.** *"LSTMs solve the exploding gradient problem."* Half-true: they were designed against
 # *vanishing* gradients, and in section 4 carry more gradient back in time; but more gradient is also more room
