@@ -61,13 +61,15 @@ class Diagnosis:
     """The likely cause of a run's trouble (one of CAUSES), the measurements behind it, and a cure.
 
     `fix` holds ModelConfig / TrainConfig field changes (e.g. {"lr": 0.02}); it is empty where no config field cures
-    the cause (input_scale: the data must change, and `headline` says how).
+    the cause (input_scale: the data must change, and `headline` says how). `failed`: the run failed or is
+    unhealthy (False only for a healthy run; a failed run whose cause is not found has cause "none" too).
     """
 
     cause: str
     headline: str
     evidence: list[str]
     fix: dict
+    failed: bool = True
 
     def apply(self, model_config, train_config):
         """(model_config, train_config) with `fix` applied, each field to the config that has it."""
@@ -106,9 +108,8 @@ def diagnose(history, model, data) -> Diagnosis:
     x, y = data.x_train[:BATCH], data.y_train[:BATCH]
     first, last, diverged = _losses(history)
     if not diverged and last < 0.5 * min(first, _guess_loss(data)):
-        return Diagnosis(
-            "none", "the run is healthy", [f"the loss fell from {first:.3g} to {last:.3g} (mean of the last steps)"], {}
-        )
+        fell = f"the loss fell from {first:.3g} to {last:.3g} (mean of the last steps)"
+        return Diagnosis("none", "the run is healthy", [fell], {}, failed=False)
     how = f"diverged at step {history.diverged_at}" if diverged else f"the loss went from {first:.3g} to {last:.3g}"
     for tried in (_batchnorm_mode, _input_scale, _init_scale, _low_precision, _dead_units, _learning_rate):
         found = tried(history, model, model_config, config, data, x, y)

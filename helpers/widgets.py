@@ -391,21 +391,27 @@ class Panel:
                     run = train_seeds(model, self.data, config, self.seeds, on_chunk=on_chunk)
                     net = run.models[0]
             trained = time.perf_counter()
-            self.diagnosis = self._diagnose(run, net)
-            self._draw(run, self.diagnosis)
-            self.net, self.history, self.compiles = net, run, compiles.count
+            self._draw(run)
+            self.net, self.history, self.compiles, self.diagnosis = net, run, compiles.count, None
             self.seconds = {"train": trained - start, "draw": self._draw_seconds}  # the final redraw
             self.seconds["total"] = time.perf_counter() - start
+            self._show_config()
+            self._show_result(run)
+            # the plot is up; a failed run's diagnosis follows in the status line (its measurements take 0.05-2 s)
+            superseded = supersedable and self._requested != request
+            self.diagnosis = None if superseded else self._diagnose(run, net)
+            self._show_result(run)
             with self._lock:
                 self._finished = max(self._finished, request)
-            self._show_config()
-            compiled = "compiled the training step" if self.compiles else "no recompilation"
-            diagnosed = f"<br><b>diagnosis</b> {html.escape(self.diagnosis.line)}" if self.diagnosis else ""
-            self._status.value = (
-                f"{html.escape(run.summary())}{diagnosed} <span style='color:gray'>({compiled}; "
-                f"{self.seconds['train']:.2f} s training, {self.seconds['draw']:.2f} s drawing)</span>"
-            )
             return run
+
+    def _show_result(self, run) -> None:
+        compiled = "compiled the training step" if self.compiles else "no recompilation"
+        diagnosed = f"<br><b>diagnosis</b> {html.escape(self.diagnosis.line)}" if self.diagnosis else ""
+        self._status.value = (
+            f"{html.escape(run.summary())}{diagnosed} <span style='color:gray'>({compiled}; "
+            f"{self.seconds['train']:.2f} s training, {self.seconds['draw']:.2f} s drawing)</span>"
+        )
 
     def _compiled(self) -> bool:
         """Is the training step for the current model structure and optimizer compiled already?
@@ -429,18 +435,19 @@ class Panel:
     # -- what the panel shows
 
     def _diagnose(self, run, net) -> Diagnosis | None:
-        """The diagnosis of a failed run (with seeds, of the first seed that failed); None for a healthy one."""
+        """The diagnosis of a failed run (with seeds, of the first seed that failed): one that diverged, or whose
+        cause diagnose names; None otherwise (a run still on its way down is not shown as a failure)."""
         runs = [(run, net)] if isinstance(run, History) else zip(run.histories, run.models, strict=True)
         for history, net in runs:
             found = diagnose(history, net, self.data)
-            if found.cause != "none":
+            if found.cause != "none" or history.diverged_at is not None:  # a cause, or at least a divergence
                 return found
         return None
 
-    def _draw(self, run, diagnosis=None) -> None:
+    def _draw(self, run) -> None:
         start = time.perf_counter()
         if self._plot == "dashboard":
-            plots.draw_dashboard(run, self.figure, self.title, diagnosis)
+            plots.draw_dashboard(run, self.figure, self.title)
         else:
             self.figure.clear()
             self._plot(run, self.figure)

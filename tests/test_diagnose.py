@@ -118,6 +118,7 @@ def test_the_cause_is_named_and_the_fix_makes_the_run_train(name):
     found = diagnose(history, net, data)
     assert found.cause == cause, f"{name}: expected {cause}, got\n{found}"
     assert found.evidence and all(isinstance(e, str) and e for e in found.evidence), found
+    assert found.failed == (cause != "none"), found
     if cause == "none":
         assert found.fix == {}, found
         return
