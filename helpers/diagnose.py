@@ -191,11 +191,11 @@ def _input_scale(history, model, model_config, config, data, x, y) -> Diagnosis 
 
 def _init_scale(history, model, model_config, config, data, x, y) -> Diagnosis | None:
     critical = critical_init_scale(model_config.activation, model_config.init)
-    recurrent = model_config.kind in ("rnn", "lstm", "transformer")  # init_scale means other things there
+    other_meaning = model_config.kind in ("rnn", "lstm", "transformer")  # init_scale means other things there
     if (
         model_config.depth < 3
         or model_config.batchnorm
-        or recurrent
+        or other_meaning
         or abs(model_config.init_scale / critical - 1) < 0.1
     ):
         return None  # BatchNorm renormalizes every layer's output: no geometric growth (notebook 06)
@@ -233,8 +233,8 @@ def _low_precision(history, model, model_config, config, data, x, y) -> Diagnosi
         step = history.diverged_at
         idx = batch_indices(len(data.x_train), config.batch_size, step + 1, config.seed)[step]
         last = (f"at step {step}, on its batch,", model, data.x_train[idx], data.y_train[idx])
-    where = [(when, _overflow(net, config.precision, scale, bx, by)) for when, net, bx, by in (initial, last)]
-    when, largest = next(((w, g) for w, g in where if g is not None), (None, None))
+    where = ((when, _overflow(net, config.precision, scale, bx, by)) for when, net, bx, by in (initial, last))
+    when, largest = next(((w, g) for w, g in where if g is not None), (None, None))  # stops at the first found
     if when is None:
         return None
     limit = float(jnp.finfo(config.precision).max)

@@ -227,16 +227,21 @@ class _Net(nnx.Module):
         residual: bool = False,
         zero_init_residual: bool = False,
         rngs: nnx.Rngs,
+        make_layer: Callable | None = None,
     ):
-        """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig."""
+        """`depth` blocks (the first takes `n_in` features or channels) and the head; the switches as in ModelConfig.
+
+        `make_layer(i, n_in, width, k_init, bias, rngs)` builds block i's weight layer (default: `self._layer`, the
+        same for every block)."""
         for name, value in [("depth", depth), ("width", width)]:
             _positive_int(name, value)
         _positive_int("num_classes", num_classes)  # the number of outputs: classes, or 1 for a regression target
         _check_switches(activation, init, init_scale)
         k_init = kernel_init(init, init_scale)
+        make_layer = make_layer or (lambda i, *args: self._layer(*args))
         blocks = [
             _Block(
-                self._layer(n_in if i == 0 else width, width, k_init, not batchnorm, rngs),
+                make_layer(i, n_in if i == 0 else width, width, k_init, not batchnorm, rngs),
                 width,
                 activation,
                 batchnorm,
@@ -463,18 +468,21 @@ class RNN(_Net):
         activation, init = switches.get("activation", "relu"), switches.get("init", "he")
         init_scale = switches.get("init_scale", 1.0)
         _check_switches(activation, init, init_scale)
-        self._cell = dict(activation=activation, init=init, init_scale=init_scale)  # for `_layer`, during __init__
-        super().__init__(in_features, depth, width, num_classes, **(switches | dict(activation="linear")))
-        del self._cell  # a float left on the module would enter its graph: every new init_scale would recompile
-        self.head = nnx.Linear(width, num_classes, kernel_init=kernel_init(init), rngs=switches["rngs"])
+
+        def make_layer(i, n_in, width, k_init, bias, rngs):
+            return _Recurrent(
+                n_in, width, gates=self.gates, activation=activation, init=init, init_scale=init_scale, rngs=rngs
+            )
+
+        # the activation acts inside the recurrence, so the blocks around the layers add none
+        switches |= dict(activation="linear", make_layer=make_layer)
+        super().__init__(in_features, depth, width, num_classes, **switches)
+        self.head = nnx.Linear(width, num_classes, kernel_init=kernel_init(init), rngs=switches["rngs"])  # scale 1
 
     @staticmethod
     def input_of(sequence_shape: Sequence[int]) -> int:
         """The first argument for sequences of shape `sequence_shape` (T, features): the features per step."""
         return int(sequence_shape[-1])
-
-    def _layer(self, n_in, width, k_init, bias, rngs):
-        return _Recurrent(n_in, width, gates=self.gates, rngs=rngs, **self._cell)
 
     def check_input(self, x_shape: Sequence[int]) -> None:
         """Raise ValueError unless a batch of shape `x_shape` is (batch, T, in_features)."""
@@ -583,9 +591,14 @@ class Transformer(_Net):
         if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
         self.in_shape = in_shape
-        self._block = dict(heads=heads, norm=norm, qk_norm=qk_norm, first=True)  # for `_layer`, during __init__
-        super().__init__(in_shape[1], depth + 1, width, num_classes, **(switches | dict(residual=False)))
-        del self._block  # plain values left on the module would enter its graph
+
+        def make_layer(i, n_in, width, k_init, bias, rngs):  # block 0 is the embedding
+            if i == 0:
+                return _Embed(n_in, width, k_init, rngs)
+            return _TransformerLayer(width, heads, norm, qk_norm, k_init, rngs)
+
+        switches |= dict(residual=False, make_layer=make_layer)  # the layers hold their own residual connections
+        super().__init__(in_shape[1], depth + 1, width, num_classes, **switches)
         # pre-LN's residual stream is never normalized inside the blocks: a last LayerNorm before the head, as in
         # Xiong et al. (2020) and GPT-2; post-LN's blocks already end with one
         self.final_norm = nnx.LayerNorm(width, rngs=switches["rngs"]) if norm == "pre" else None
@@ -594,11 +607,6 @@ class Transformer(_Net):
     def input_of(sequence_shape: Sequence[int]) -> tuple[int, ...]:
         """The first argument for token sequences of shape `sequence_shape` (L, vocab): that shape."""
         return tuple(sequence_shape)
-
-    def _layer(self, n_in, width, k_init, bias, rngs):
-        if self._block.pop("first", False):  # the first block is the embedding
-            return _Embed(n_in, width, k_init, rngs)
-        return _TransformerLayer(width, rngs=rngs, k_init=k_init, **self._block)
 
     def _pool(self, h):
         return h if self.final_norm is None else self.final_norm(h)

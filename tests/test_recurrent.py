@@ -122,6 +122,8 @@ def test_diagnose_judges_a_regression_against_the_targets_variance():
     net = RNN_CONFIG.build(DATA.image_shape, 1)
     history = train(net, DATA, TrainConfig(lr=0.05, clip_norm=1.0, steps=300))
     assert diagnose(history, net, DATA).cause == "none", "a run that learned the adding problem is healthy"
-    net = RNN_CONFIG.build(DATA.image_shape, 1)
-    history = train(net, DATA, TrainConfig(lr=0.1, steps=100))  # unclipped: the loss explodes
-    assert diagnose(history, net, DATA).cause == "learning_rate"
+    for seed in (0, 1, 2):
+        net = RNN_CONFIG.replace(seed=seed).build(DATA.image_shape, 1)
+        history = train(net, DATA, TrainConfig(lr=1.0, steps=100))  # unclipped at lr 1: every seed diverges
+        assert history.diverged_at is not None, "the case this test is for"
+        assert diagnose(history, net, DATA).cause == "learning_rate"

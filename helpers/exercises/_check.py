@@ -46,3 +46,9 @@ def number(answer) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def whole_number(answer) -> int | None:
+    """`answer` as an int when it is one finite whole number (7, 7.0, "7"), else None."""
+    value = number(answer)
+    return int(value) if value is not None and value == int(value) else None

@@ -8,7 +8,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from helpers.exercises._check import close, correct, not_answered, not_yet, number, unanswered
+from helpers.exercises._check import close, correct, not_answered, not_yet, number, unanswered, whole_number
 
 __all__ = ["check_gallery_causes", "check_largest_loss_scale", "check_overflow_layer", "check_survives_bfloat16"]
 
@@ -22,14 +22,6 @@ OVERFLOW_INIT_SCALE, OVERFLOW_FIRST_MAX = 2.5, 6.0
 LARGEST_GRADIENT = 0.8
 
 
-def _integer(answer) -> int | None:
-    """`answer` as an int when it is a whole number, else None."""
-    value = number(answer)
-    if value is None or value != int(value):
-        return None
-    return int(value)
-
-
 def check_overflow_layer(answer) -> bool:
     """Exercise 1: the first layer (dense index) whose predicted largest activation 6.0 * 2.5**l exceeds 65504."""
     if unanswered(answer):
@@ -39,7 +31,7 @@ def check_overflow_layer(answer) -> bool:
     value = number(answer)
     if value is None:
         return not_yet(f"Answer with one layer index, an integer such as 7 for dense7; got {answer!r}.")
-    layer = _integer(answer)
+    layer = whole_number(answer)
     if layer is None:
         if abs(value - crossing) < 0.05:
             return not_yet(

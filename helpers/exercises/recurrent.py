@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from helpers.exercises._check import correct, not_answered, not_yet, number, unanswered
+from helpers.exercises._check import correct, not_answered, not_yet, number, unanswered, whole_number
 
 __all__ = ["check_clip_factor", "check_lag_below_one_percent"]
 
@@ -23,11 +23,11 @@ def check_lag_below_one_percent(answer) -> bool:
         return not_yet(f"Answer with one number of steps, e.g. 10; got {answer!r}.")
     exact = math.log(SHARE) / math.log(RHO)
     target = math.ceil(exact)
-    if value != int(value):
+    k = whole_number(answer)
+    if k is None:
         if abs(value - exact) < 0.05:
             return not_yet(f"That is where {RHO}^k crosses 1 %, between two steps. Which whole k is the first below?")
         return not_yet("A number of steps is a whole number.")
-    k = int(value)
     if k == target:
         return correct(f"{RHO}^{k} = {RHO**k:.4f} < 0.01, while {RHO}^{k - 1} = {RHO ** (k - 1):.4f} is not yet.")
     if k == target - 1:

@@ -160,7 +160,8 @@ X, Y = jnp.asarray(data.x_train[:1000]), jnp.asarray(data.y_train[:1000])  # the
 def before_step(i, t):
     """Seed i's unclipped run stopped before step t: its parameters, and the gradient on step t's batch."""
     net = RNN.replace(seed=SEEDS[i]).build(data.image_shape, 1)
-    train(net, data, SGD.replace(steps=t, seed=SEEDS[i]))  # the same run: the same seed, the same batches
+    if t > 0:  # the same run: the same seed, the same batches
+        train(net, data, SGD.replace(steps=t, seed=SEEDS[i]))
     graphdef, params = nnx.split(net)
     idx = batch_indices(len(data.x_train), SGD.batch_size, t + 1, SEEDS[i])[t]
     loss_at = lambda p, x, y: loss_value(nnx.merge(graphdef, p)(x), y)  # noqa: E731
